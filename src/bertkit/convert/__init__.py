@@ -1,0 +1,1 @@
+"""Checkpoint formats: Google TF checkpoints, HF directories, bertkit's own format."""
