@@ -95,7 +95,7 @@ def test_offsets_slice_the_original_text(golden, lower_case: bool) -> None:
     tok = BertTokenizer(vocab, lower_case)
     for text, enc in zip(lines, tok.encode_batch(lines, max_length=10_000)):
         last_start = 0
-        for token, (start, end), word in zip(enc.tokens[1:-1], enc.offsets[1:-1], enc.word_ids[1:-1]):
+        for token, (start, end) in zip(enc.tokens[1:-1], enc.offsets[1:-1]):
             piece, surface = token.removeprefix("##"), text[start:end]
             assert start >= last_start and end > start, (text, token)
             last_start = start
@@ -171,6 +171,7 @@ def test_cjk_ideographs_are_split_with_googles_ranges(tok: BertTokenizer) -> Non
     assert tok.tokenize("中国人") == ["中", "国", "[UNK]"]
     # U+2B820..U+2B91F are in Google's Extension E range (HF's copy starts at U+2B920)
     assert tok.basic_tokenize("\U0002B820\U0002B821") == ["\U0002B820", "\U0002B821"]
+    assert tok.tokenize("\U0002B820\U0002B821") == ["[UNK]", "[UNK]"]  # two words, not one
     assert len(tok.basic_tokenize("ひらがなカタカナ한국어")) == 1  # kana and Hangul are not split
 
 
@@ -192,6 +193,7 @@ def test_control_format_and_whitespace_characters(tok: BertTokenizer) -> None:
     assert tok.tokenize("x \ue000 x") == ["x", "[UNK]", "x"]  # private use is kept (so [UNK])
     assert tok.basic_tokenize("€5 ±x a$b «c»") == ["€5", "±x", "a", "$", "b", "«", "c", "»"]
     assert tok.tokenize("") == [] and tok.tokenize(" \u200b\t") == []
+    assert tok.tokenize("a\ud800b x") == ["[UNK]", "x"]  # a lone surrogate is kept, as in Python
 
 
 def test_offsets_point_into_the_original_text(tok: BertTokenizer) -> None:
@@ -254,7 +256,7 @@ def test_batch_equals_single(tok: BertTokenizer) -> None:
     batch = tok.encode_batch(items, max_length=9)
     singles = [tok.encode(*(i if isinstance(i, tuple) else (i,)), max_length=9) for i in items]
     assert batch == singles
-    assert all(isinstance(e, Encoding) for e in batch)
+    assert all(isinstance(e, Encoding) for e in batch) and tok.encode_batch([]) == []
 
 
 def test_encodings_from_the_rust_path_behave_like_plain_ones(tok: BertTokenizer) -> None:

@@ -1,8 +1,7 @@
 """Google BERT's FullTokenizer (BasicTokenizer + WordPiece), exactly, on the Rust `tokenizers` library.
 
 Google's semantics (google-research/bert tokenization.py), in order:
-  1. clean: delete U+0000, U+FFFD and every Cc/Cf character except \\t \\n \\r; turn \\t \\n \\r and Zs
-     characters into spaces;
+  1. clean: delete U+0000, U+FFFD and every Cc/Cf character but \t \n \r; \t \n \r and Zs become spaces;
   2. put spaces around every CJK ideograph (Google's block ranges below);
   3. split on whitespace as Python's str.split() does (so U+2028/U+2029 split too);
   4. uncased only, per word: Python str.lower() (final sigma included), NFD, drop Mn characters;
@@ -10,14 +9,13 @@ Google's semantics (google-research/bert tokenization.py), in order:
   6. WordPiece: greedy longest-match-first with "##" continuations; a word longer than 200 characters,
      or one the vocabulary cannot cover, becomes a single [UNK].
 
-How it is made fast and kept exact: the character classes of steps 1, 4 and 5 come from Python's own
-`unicodedata` (the tables Google's code uses) and are handed to the Rust library as regex `Replace`
-and `Split` steps, so categories never depend on the library's older tables. Step 4's lower-casing and
-NFD are the library's; where they can disagree with Python (final sigma, characters this Python does
-not know, and any character a start-up check finds decomposed or lower-cased differently) the text
-goes through `_reference_words`, a plain-Python transcription of the steps above. Pure-ASCII text
-uses a shorter Rust pipeline that leaves out the steps that do nothing on ASCII. Every path returns
-character offsets into the original text, and the tests check all paths against Google's golden output.
+Fast and exact: the character classes of steps 1, 4 and 5 come from Python's `unicodedata` (the tables
+Google's code uses) and go to the Rust library as regex `Replace`/`Split` steps, so they never depend on
+the library's older tables. Lower-casing and NFD are the library's; a text where they can disagree with
+Python (final sigma, code points this Python does not know, any character a start-up check finds
+handled differently) goes through `_reference_words`, a plain-Python transcription of the steps above.
+Pure-ASCII text takes a shorter Rust pipeline. Every path gives character offsets into the original
+text, and the tests check every path against Google's golden output.
 """
 
 from __future__ import annotations
@@ -38,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import tokenizers
+import torch
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
 
 from bertkit.errors import BertkitError, file_error
@@ -60,7 +59,10 @@ class Encoding:
     """One encoded example: [CLS] A [SEP] (B [SEP]).
 
     offsets are character spans in the original text of each token's own sequence ((0, 0) for
-    [CLS]/[SEP]); with is_split_into_words they are spans inside the word named by word_ids.
+    [CLS]/[SEP]); with is_split_into_words they are spans inside the word named by word_ids. The
+    span is where the piece came from: Google's normalization of text[start:end] gives the piece
+    (without "##"), or contains it when several pieces come from one character (Hangul syllable);
+    an [UNK] spans its whole word.
     An Encoding made by the Rust path reads its fields other than ids on first access; it compares,
     copies and pickles like any other.
     """
@@ -128,9 +130,9 @@ class _Tables:
     delete: Ranges  # removed by _clean_text
     strip: Ranges  # Mn: removed after NFD in uncased mode
     split: Ranges  # punctuation and CJK ideographs: each one its own word
-    # A text containing one of these takes the Python path: lone surrogates (the library cannot take
-    # them); uncased also Σ (final sigma), code points this Python does not know (the library's
-    # tables may be newer) and the library's disagreements with Python on lower-casing and NFD.
+    # Texts with one of these take the Python path: lone surrogates (the library cannot take them);
+    # uncased also Σ (final sigma), code points this Python does not know (the library's tables may
+    # be newer) and code points the library lower-cases or decomposes differently from Python.
     needs_reference_cased: _CharTest
     needs_reference_uncased: _CharTest
 
@@ -404,8 +406,6 @@ class BertTokenizer:
             mask[row, :len(e.ids)] = 1
         out = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
         if return_tensors == "pt":
-            import torch
-
             out = {k: torch.from_numpy(v) for k, v in out.items()}
         return out
 
@@ -425,8 +425,6 @@ class BertTokenizer:
             Path(tmp).unlink(missing_ok=True)
             raise
         return path
-
-    # -- internals
 
     def _route(self, text: TextInput) -> int:
         """0: ASCII Rust pipeline, 1: full Rust pipeline, 2: Python reference path."""
