@@ -39,6 +39,15 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {"hidden_act": args.hidden_act} if getattr(args, "hidden_act", None) else {}
 
 
+def _lower_case(ckpt) -> tuple[bool | None, str]:
+    """(do_lower_case, where it came from): the checkpoint's word, else inferred from its vocab."""
+    if ckpt.do_lower_case is not None or ckpt.vocab_file is None:
+        return ckpt.do_lower_case, "checkpoint"
+    from bertkit.tokenizer import infer_lower_case, load_vocab
+
+    return infer_lower_case(load_vocab(ckpt.vocab_file)), "inferred from vocab"
+
+
 # --- subcommands ------------------------------------------------------------------------------
 
 
@@ -47,6 +56,7 @@ def cmd_info(args: argparse.Namespace) -> None:
     from bertkit.config import parameter_count
 
     ckpt = read_checkpoint(args.model)
+    lower, lower_source = _lower_case(ckpt)
     total = sum(t.numel() for t in ckpt.tensors.values())
     encoder = sum(t.numel() for n, t in ckpt.tensors.items() if n.startswith("bert."))
     info = {
@@ -55,7 +65,8 @@ def cmd_info(args: argparse.Namespace) -> None:
         "parameters": {"total": total, "encoder": encoder, "heads": total - encoder,
                        "encoder_from_config": parameter_count(ckpt.config)},
         "vocab_file": str(ckpt.vocab_file) if ckpt.vocab_file else None,
-        "do_lower_case": ckpt.do_lower_case, "skipped_variables": len(ckpt.skipped),
+        "do_lower_case": lower, "do_lower_case_source": lower_source,
+        "skipped_variables": len(ckpt.skipped),
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -68,7 +79,7 @@ def cmd_info(args: argparse.Namespace) -> None:
     p = info["parameters"]
     print(f"  parameters: {p['total']:,} (encoder {p['encoder']:,}, heads {p['heads']:,})")
     print(f"  vocab: {info['vocab_file'] or 'none'}; lower case: "
-          f"{'unknown' if ckpt.do_lower_case is None else ckpt.do_lower_case}")
+          f"{'unknown' if lower is None else f'{lower} ({lower_source})'}")
     if ckpt.skipped:
         print(f"  skipped {len(ckpt.skipped)} non-model variables (optimizer slots, global_step)")
 
@@ -81,10 +92,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
     heads = ckpt.heads()
     head = args.head if args.head else (heads[0] if heads else None)
     model = model_from_checkpoint(ckpt, None if head == "none" else head, **_overrides(args))
-    lower = args.lower_case if args.lower_case is not None else ckpt.do_lower_case
-    if lower is None and ckpt.vocab_file is not None:
-        from bertkit.tokenizer import infer_lower_case, load_vocab
-        lower = infer_lower_case(load_vocab(ckpt.vocab_file))
+    lower = args.lower_case if args.lower_case is not None else _lower_case(ckpt)[0]
     writers: dict[str, Callable] = {
         "bertkit": lambda: save_bertkit(model, args.dst, ckpt.vocab_file, lower),
         "hf": lambda: export_hf(model, args.dst, ckpt.vocab_file, lower),
