@@ -10,7 +10,6 @@ import json
 import re
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from bertkit.config import ACTIVATIONS
 from bertkit.errors import BertkitError

@@ -24,9 +24,7 @@ import functools
 import gc
 import itertools
 import json
-import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,10 +34,10 @@ from typing import Any
 
 import numpy as np
 import tokenizers
-import torch
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
 
 from bertkit.errors import BertkitError, file_error
+from bertkit.io import atomic_write_text
 
 MAX_INPUT_CHARS_PER_WORD = 200  # Google's WordpieceTokenizer limit (HF's default is 100)
 REQUIRED_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")  # [MASK] is optional: only masked-LM needs it
@@ -406,6 +404,8 @@ class BertTokenizer:
             mask[row, :len(e.ids)] = 1
         out = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
         if return_tensors == "pt":
+            import torch  # here, so that tokenizing alone (data workers) never imports torch
+
             out = {k: torch.from_numpy(v) for k, v in out.items()}
         return out
 
@@ -416,14 +416,7 @@ class BertTokenizer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "vocab.txt"
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".vocab.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.writelines(f"{token}\n" for token in self._inv)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, "".join(f"{token}\n" for token in self._inv))
         return path
 
     def _route(self, text: TextInput) -> int:

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from bertkit.config import BertConfig
 from bertkit.convert import keymaps
 from bertkit.convert.tf_bundle import find_tf_checkpoint, read_tf_checkpoint, write_tf_checkpoint
-from bertkit.errors import BertkitError, file_error
+from bertkit.errors import file_error
 from bertkit.io import atomic_write_text, temp_path_beside
 
 BERTKIT_FORMAT_VERSION = 1

@@ -23,20 +23,19 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
+from bertkit.convert.protowire import proto_fields, put_field, signed_int64
 from bertkit.convert.sstable import (
     TableError,
     crc32c,
     encode_table,
-    get_varint,
     mask_crc32c,
-    put_varint,
     read_table,
     unmask_crc32c,
 )
@@ -48,48 +47,6 @@ __all__ = [
     "read_tf_checkpoint",
     "write_tf_checkpoint",
 ]
-
-# ----------------------------------------------------------------------------------------------
-# Protobuf wire format: just what the bundle protos need (varints, fixed32/64, bytes).
-
-
-def _proto_fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """Yield (field number, value) for each field: an int (varint, fixed32/64) or bytes."""
-    pos = 0
-    while pos < len(buf):
-        tag, pos = get_varint(buf, pos)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, pos = get_varint(buf, pos)
-        elif wire in (1, 5):
-            width = 8 if wire == 1 else 4
-            if pos + width > len(buf):
-                raise TableError("truncated fixed-width field")
-            value, pos = int.from_bytes(buf[pos : pos + width], "little"), pos + width
-        elif wire == 2:
-            length, pos = get_varint(buf, pos)
-            if pos + length > len(buf):
-                raise TableError("truncated length-delimited field")
-            value, pos = buf[pos : pos + length], pos + length
-        else:
-            raise TableError(f"unsupported protobuf wire type {wire}")
-        yield number, value
-
-
-def _int64(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _put_field(out: bytearray, number: int, value: int | bytes) -> None:
-    """Append a varint (int) or length-delimited (bytes) field."""
-    if isinstance(value, bytes):
-        put_varint(out, number << 3 | 2)
-        put_varint(out, len(value))
-        out += value
-    else:
-        put_varint(out, number << 3)
-        put_varint(out, value)
-
 
 # ----------------------------------------------------------------------------------------------
 # The bundle protos and dtypes.
@@ -124,12 +81,12 @@ class _Entry:
 
 def _decode_shape(buf: bytes) -> tuple[int, ...]:
     dims = []
-    for number, value in _proto_fields(buf):
+    for number, value in proto_fields(buf):
         if number == 2 and isinstance(value, bytes):
             size = 0
-            for dim_number, dim_value in _proto_fields(value):
+            for dim_number, dim_value in proto_fields(value):
                 if dim_number == 1 and isinstance(dim_value, int):
-                    size = _int64(dim_value)
+                    size = signed_int64(dim_value)
             if size < 0:
                 raise TableError("a dimension of unknown size")
             dims.append(size)
@@ -141,7 +98,7 @@ def _decode_shape(buf: bytes) -> tuple[int, ...]:
 def _decode_entry(buf: bytes) -> _Entry:
     ints = {1: 0, 3: 0, 4: 0, 5: 0, 6: 0}  # dtype, shard_id, offset, size, crc32c
     shape, sliced = b"", False
-    for number, value in _proto_fields(buf):
+    for number, value in proto_fields(buf):
         if number == 2 and isinstance(value, bytes):
             shape += value  # repeated occurrences of a message field merge
         elif number == 7:
@@ -150,11 +107,11 @@ def _decode_entry(buf: bytes) -> _Entry:
             if not isinstance(value, int):
                 raise TableError(f"bundle entry field {number} has the wrong wire type")
             ints[number] = value
-    offset, size = _int64(ints[4]), _int64(ints[5])
+    offset, size = signed_int64(ints[4]), signed_int64(ints[5])
     if offset < 0 or size < 0:
         raise TableError("negative offset or size in a bundle entry")
     dtype = _DTYPE_NAMES.get(ints[1], f"dtype{ints[1]}")
-    return _Entry(dtype, _decode_shape(shape), _int64(ints[3]), offset, size, ints[6], sliced)
+    return _Entry(dtype, _decode_shape(shape), signed_int64(ints[3]), offset, size, ints[6], sliced)
 
 
 def _encode_entry(dtype: str, shape: tuple[int, ...], offset: int, size: int, crc: int) -> bytes:
@@ -163,14 +120,14 @@ def _encode_entry(dtype: str, shape: tuple[int, ...], offset: int, size: int, cr
     for dim in shape:
         dim_msg = bytearray()
         if dim:
-            _put_field(dim_msg, 1, dim)
-        _put_field(shape_msg, 2, bytes(dim_msg))
+            put_field(dim_msg, 1, dim)
+        put_field(shape_msg, 2, bytes(dim_msg))
     out = bytearray()
-    _put_field(out, 1, _DTYPE_ENUMS[dtype])
-    _put_field(out, 2, bytes(shape_msg))
+    put_field(out, 1, _DTYPE_ENUMS[dtype])
+    put_field(out, 2, bytes(shape_msg))
     for number, value in ((4, offset), (5, size)):  # shard_id (3) is always 0
         if value:
-            _put_field(out, number, value)
+            put_field(out, number, value)
     if crc:
         out.append(6 << 3 | 5)
         out += crc.to_bytes(4, "little")
@@ -180,25 +137,25 @@ def _encode_entry(dtype: str, shape: tuple[int, ...], offset: int, size: int, cr
 def _decode_header(buf: bytes) -> tuple[int, int, int]:
     """(num_shards, endianness, min_consumer) of a BundleHeaderProto."""
     num_shards, endianness, min_consumer = 0, 0, 0
-    for number, value in _proto_fields(buf):
+    for number, value in proto_fields(buf):
         if number == 1 and isinstance(value, int):
-            num_shards = _int64(value)
+            num_shards = signed_int64(value)
         elif number == 2 and isinstance(value, int):
             endianness = value
         elif number == 3 and isinstance(value, bytes):
-            for version_number, version_value in _proto_fields(value):
+            for version_number, version_value in proto_fields(value):
                 if version_number == 2 and isinstance(version_value, int):
-                    min_consumer = _int64(version_value)
+                    min_consumer = signed_int64(version_value)
     return num_shards, endianness, min_consumer
 
 
 def _encode_header() -> bytes:
     """One little-endian shard, format version 1 (min_consumer 0 is omitted)."""
     version = bytearray()
-    _put_field(version, 1, _FORMAT_VERSION)
+    put_field(version, 1, _FORMAT_VERSION)
     out = bytearray()
-    _put_field(out, 1, 1)
-    _put_field(out, 3, bytes(version))
+    put_field(out, 1, 1)
+    put_field(out, 3, bytes(version))
     return bytes(out)
 
 
