@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import require_shared
+from shared_data import require_shared
 
 from bertkit.errors import BertkitError
 from bertkit.tokenizer import (

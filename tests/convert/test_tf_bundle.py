@@ -20,7 +20,7 @@ from bertkit.convert.tf_bundle import (
     write_tf_checkpoint,
 )
 from bertkit.errors import BertkitError
-from conftest import require_shared
+from shared_data import require_shared
 
 GOLDEN_PARAMETERS = 4_433_468
 

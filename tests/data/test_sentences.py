@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from conftest import require_shared
+from shared_data import require_shared
 
 from bertkit.data.sentences import shard_name, split_documents, split_sentences
 from bertkit.errors import BertkitError

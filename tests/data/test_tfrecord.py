@@ -8,7 +8,7 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import require_shared
+from shared_data import require_shared
 
 from bertkit.convert.sstable import crc32c, put_varint
 from bertkit.data.tfrecord import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bz2
 
 import pytest
-from conftest import require_shared
+from shared_data import require_shared
 
 from bertkit.data.wiki import Article, clean_wikitext, iter_articles, write_articles
 from bertkit.errors import BertkitError

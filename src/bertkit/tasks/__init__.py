@@ -1,0 +1,1 @@
+"""Thin recipes over the library: pretraining and the fine-tuning tasks."""
