@@ -174,8 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="default: 32")
     p.set_defaults(func=cmd_extract)
 
+    from bertkit.data.commands import add_data_commands
     from bertkit.tasks.commands import add_evaluate_command
+    from bertkit.tasks.pretrain import add_plot_command, add_pretrain_command
 
+    add_data_commands(sub)
+    add_pretrain_command(sub)
+    add_plot_command(sub)
     add_evaluate_command(sub)
     return parser
 

@@ -2,8 +2,10 @@
 
 Workers are started with "spawn" (no state inherited from the caller, no threads forked) and get a
 context object once, in their initializer; each task then calls ``fn(context, task)``. With one
-worker everything runs in the calling process. In both cases the tokenizers library's own thread
-pool is turned off (TOKENIZERS_PARALLELISM=false), so N workers use N cores.
+worker everything runs in the calling process. The tokenizers library's thread pool is turned off
+(TOKENIZERS_PARALLELISM=false) and workers start with one BLAS/OpenMP thread each, so N workers
+use N cores: on a 2-core machine, numpy's OpenBLAS threads in two workers made pass 2 slower than
+one worker.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import contextlib
 import multiprocessing
 import os
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from bertkit.errors import BertkitError
@@ -25,11 +27,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 _CONTEXT: Any = None
 _ENV = {"TOKENIZERS_PARALLELISM": "false"}
+_WORKER_ENV = {**_ENV, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _init(context: Any) -> None:
     global _CONTEXT
-    os.environ.update(_ENV)
     _CONTEXT = context
 
 
@@ -38,10 +40,11 @@ def _call(fn: Callable[[Any, T], R], task: T) -> R:
 
 
 @contextlib.contextmanager
-def single_threaded_tokenizers() -> Iterator[None]:
-    """Turn the tokenizers library's thread pool off inside the block (it reads the variable per call)."""
-    old = {name: os.environ.get(name) for name in _ENV}
-    os.environ.update(_ENV)
+def single_threaded_tokenizers(env: dict[str, str] = _ENV) -> Iterator[None]:
+    """Set ``env`` inside the block: by default the tokenizers library's thread pool off (it reads the
+    variable per call); processes started inside the block inherit it."""
+    old = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
     try:
         yield
     finally:
@@ -66,7 +69,8 @@ def ordered_map(fn: Callable[[Any, T], R], tasks: Iterable[T], context: Any, wor
         return
     spawn = multiprocessing.get_context("spawn")
     try:
-        with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init, initargs=(context,)) as pool:
+        with single_threaded_tokenizers(_WORKER_ENV), \
+                ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init, initargs=(context,)) as pool:
             pending: deque = deque()
             for task in tasks:
                 pending.append(pool.submit(_call, fn, task))

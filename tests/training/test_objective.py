@@ -1,0 +1,81 @@
+"""The pretraining loss against Google's formula, and its split into micro-batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bertkit.model import BertOutput
+from bertkit.training.objective import PretrainingObjective, normalize
+
+
+class FixedLogits(torch.nn.Module):
+    """A stand-in model returning given logits."""
+
+    def __init__(self, mlm: torch.Tensor, nsp: torch.Tensor) -> None:
+        super().__init__()
+        self.mlm, self.nsp = mlm, nsp
+
+    def forward(self, input_ids, token_type_ids, attention_mask, masked_lm_positions):
+        rows = input_ids[:, 0]  # the batch's row numbers, so slices get their own logits
+        return BertOutput(last_hidden_state=None, hidden_states=(), mlm_logits=self.mlm[rows],
+                          nsp_logits=self.nsp[rows])
+
+
+def batch(n: int = 6, preds: int = 4, vocab: int = 11, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    weights = (rng.random((n, preds)) > 0.3).astype(np.float32)
+    data = {"input_ids": np.arange(n)[:, None].repeat(5, 1), "token_type_ids": np.zeros((n, 5), np.int64),
+            "attention_mask": np.ones((n, 5), np.int64), "masked_lm_positions": np.zeros((n, preds), np.int64),
+            "masked_lm_ids": rng.integers(0, vocab, (n, preds)), "masked_lm_weights": weights,
+            "next_sentence_labels": rng.integers(0, 2, n)}
+    model = FixedLogits(torch.from_numpy(rng.normal(size=(n, preds, vocab)).astype(np.float32)),
+                        torch.from_numpy(rng.normal(size=(n, 2)).astype(np.float32)))
+    return {k: torch.from_numpy(np.asarray(v)) for k, v in data.items()}, model
+
+
+def log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def google_losses(b, model):
+    """Google run_pretraining.py: get_masked_lm_output and get_next_sentence_output."""
+    logp = log_softmax(model.mlm.double().numpy())
+    ids, w = b["masked_lm_ids"].numpy(), b["masked_lm_weights"].numpy()
+    per_example = -np.take_along_axis(logp, ids[..., None], -1)[..., 0]
+    mlm = (w * per_example).sum() / (w.sum() + 1e-5)
+    nsp_logp = log_softmax(model.nsp.double().numpy())
+    nsp = -nsp_logp[np.arange(len(nsp_logp)), b["next_sentence_labels"].numpy()].mean()
+    return mlm, nsp
+
+
+def test_matches_googles_formula():
+    b, model = batch()
+    objective = PretrainingObjective()
+    terms = objective(model, b)
+    weights = objective.weights(b)
+    mlm, nsp = google_losses(b, model)
+    assert abs(float(terms.losses["mlm"] / (weights["mlm"] + 1e-5)) - mlm) < 1e-6
+    assert abs(float(normalize(terms.losses, weights, objective.eps)) - (mlm + nsp)) < 1e-6
+
+
+def test_accuracy_counts_only_weighted_slots():
+    b, model = batch()
+    terms = PretrainingObjective()(model, b)
+    correct, term = terms.metrics["mlm_accuracy"]
+    hits = (model.mlm.argmax(-1) == b["masked_lm_ids"]).float() * b["masked_lm_weights"]
+    assert term == "mlm" and float(correct) == float(hits.sum())
+    nsp_correct, nsp_term = terms.metrics["nsp_accuracy"]
+    assert nsp_term == "nsp" and float(nsp_correct) == float((model.nsp.argmax(-1) == b["next_sentence_labels"]).sum())
+
+
+def test_micro_batches_add_up_to_the_batch():
+    """Sums over micro-batches divided by the whole batch's weights give the whole batch's loss."""
+    b, model = batch(n=8)
+    objective = PretrainingObjective()
+    whole = normalize(objective(model, b).losses, objective.weights(b), objective.eps)
+    halves = [{k: v[i:i + 4] for k, v in b.items()} for i in (0, 4)]
+    weights = {k: sum(objective.weights(h)[k] for h in halves) for k in ("mlm", "nsp")}
+    split = sum(normalize(objective(model, h).losses, weights, objective.eps) for h in halves)
+    torch.testing.assert_close(split, whole)
