@@ -220,3 +220,11 @@ def test_canonical_state_names_follow_checkpoint_keys():
     assert "cls.predictions.bias" in names and "cls.predictions.decoder.weight" not in names
     bare = set(canonical_state(build_model(BertConfig(**TINY))))
     assert all(n.startswith("bert.") for n in bare)
+
+
+def test_encoder_compiles_without_graph_breaks():
+    """torch.compile (pretrain --compile) sees one graph: no data-dependent branch on the mask."""
+    model = build_model(BertConfig(**TINY)).eval()
+    ids, types, mask = batch()
+    explained = torch._dynamo.explain(model)(ids, types, mask)
+    assert explained.graph_break_count == 0

@@ -218,7 +218,9 @@ class BertModel(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        # An all-ones mask is dropped so SDPA can take its unmasked kernel; under torch.compile the
+        # check would be a graph break (a data-dependent branch), so the mask is always kept there.
+        if attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all())):
             mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): keys to attend to
         rel = None
         if self.config.use_relative_positions:
