@@ -6,7 +6,9 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 
 class BertkitError(Exception):
@@ -16,3 +18,14 @@ class BertkitError(Exception):
 def file_error(path: str | Path, problem: str) -> BertkitError:
     """Build a BertkitError that starts with the file it is about: ``PATH: problem``."""
     return BertkitError(f"{path}: {problem}")
+
+
+def check_resume_state(saved: Mapping[str, Any], current: Mapping[str, Any], keys: Iterable[str], what: str) -> None:
+    """Refuse to resume from a saved position whose ``keys`` differ from ``current``'s.
+
+    ``what`` names the thing resuming in the message ("this iterator", "these batches").
+    """
+    for key in keys:
+        if saved.get(key) != current[key]:
+            raise BertkitError(f"cannot resume: the saved position has {key}={saved.get(key)!r}, "
+                               f"{what} {current[key]!r}")

@@ -52,7 +52,7 @@ from bertkit.data.masking import (
 )
 from bertkit.data.shards import Instances, ShardSet
 from bertkit.data.tfrecord import decode_example
-from bertkit.errors import BertkitError, file_error
+from bertkit.errors import BertkitError, check_resume_state, file_error
 from bertkit.tokenizer import load_vocab
 
 __all__ = ["FORMAT_VERSION", "Permutation", "PretrainingDataset", "PretrainingIterator", "shuffled_order",
@@ -407,11 +407,7 @@ class PretrainingIterator:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from a ``state_dict()``; the seed, ranks and data must be the same."""
-        mine = self.state_dict()
-        for key in ("seed", "rank", "world_size", "num_instances"):
-            if state.get(key) != mine[key]:
-                raise BertkitError(f"cannot resume: the saved position has {key}={state.get(key)!r}, "
-                                   f"this iterator {mine[key]!r}")
+        check_resume_state(state, self.state_dict(), ("seed", "rank", "world_size", "num_instances"), "this iterator")
         if not 0 <= int(state["offset"]) < self.per_epoch or int(state["epoch"]) < 0:
             raise BertkitError(f"cannot resume: bad position epoch={state['epoch']!r} offset={state['offset']!r}")
         self.epoch, self.offset = int(state["epoch"]), int(state["offset"])

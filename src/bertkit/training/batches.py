@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bertkit.errors import BertkitError
+from bertkit.errors import BertkitError, check_resume_state
 
 
 class ArrayBatches:
@@ -63,9 +63,5 @@ class ArrayBatches:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from a ``state_dict()``; the examples, seed and ranks must be the same."""
-        mine = self.state_dict()
-        for key in ("seed", "rank", "world_size", "num_examples"):
-            if state.get(key) != mine[key]:
-                raise BertkitError(f"cannot resume: the saved position has {key}={state.get(key)!r}, "
-                                   f"these batches {mine[key]!r}")
+        check_resume_state(state, self.state_dict(), ("seed", "rank", "world_size", "num_examples"), "these batches")
         self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
