@@ -176,11 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bertkit.data.commands import add_data_commands
     from bertkit.tasks.commands import add_evaluate_command
+    from bertkit.tasks.finetune import add_finetune_command
     from bertkit.tasks.pretrain import add_plot_command, add_pretrain_command
 
     add_data_commands(sub)
     add_pretrain_command(sub)
     add_plot_command(sub)
+    add_finetune_command(sub)
     add_evaluate_command(sub)
     return parser
 

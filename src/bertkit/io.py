@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,3 +59,29 @@ def _default_mode(path: str) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
+
+
+def replace_dir(new: str | Path, final: str | Path) -> Path:
+    """Put the finished directory ``new`` at ``final``, replacing what is there.
+
+    The old directory is first renamed aside, so at every moment ``final`` is either the old
+    complete directory or the new one (``restore_dir`` puts the old one back after a crash
+    between the two renames).
+    """
+    new, final = Path(new), Path(final)
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def restore_dir(final: str | Path) -> None:
+    """Undo an interrupted ``replace_dir``: bring back ``final.old`` when ``final`` is missing."""
+    final = Path(final)
+    old = final.with_name(final.name + ".old")
+    if old.exists() and not final.exists():
+        os.replace(old, final)

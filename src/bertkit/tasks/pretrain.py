@@ -32,7 +32,6 @@ from bertkit.training.args import (
 if TYPE_CHECKING:  # torch and the loop are imported when a run starts, not when the CLI parses
     from torch import nn
 
-    from bertkit.training.distributed import Dist
     from bertkit.training.loop import Trainer, TrainState
 
 PHASES = """\
@@ -129,7 +128,8 @@ def run_pretraining(p: PretrainArgs, train: TrainArgs, optim: OptimizerArgs) -> 
         if checkpoint is not None:
             trainer.resume(checkpoint)
         state = trainer.fit()
-        saved = _save_final(trainer, origin, d) if state.finished else None
+        saved = trainer.export(train.output, origin.get("vocab_file"), origin.get("do_lower_case")) \
+            if state.finished else None
         return PretrainResult(state, saved, d.main)
     finally:
         D.shutdown(d)
@@ -174,25 +174,6 @@ def _vocab(vocab_file: str | None) -> dict[str, int] | None:
     from bertkit.tokenizer import load_vocab
 
     return load_vocab(vocab_file) if vocab_file else None
-
-
-def _save_final(trainer: Trainer, origin: dict, d: Dist) -> Path | None:
-    """Save the trained model in bertkit's format in the run directory (main process)."""
-    from bertkit.convert.checkpoint import save_bertkit
-    from bertkit.model import build_model
-    from bertkit.training.distributed import is_fsdp
-
-    state = trainer.model_state_dict()  # a collective under FSDP
-    if not d.main:
-        return None
-    model = trainer.model
-    if is_fsdp(model):  # sharded: rebuild a plain copy from the gathered weights
-        model = build_model(model.config, "pretraining")
-        model.load_state_dict(state)
-    vocab = origin.get("vocab_file")
-    if vocab is not None and not Path(vocab).is_file():
-        vocab = None
-    return save_bertkit(model, trainer.args.output, vocab, origin.get("do_lower_case"))
 
 
 # --- command line -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,9 +130,12 @@ def _default(cls: type, name: str) -> Any:
     return {f.name: f.default for f in dataclasses.fields(cls)}[name]
 
 
-def add_training_options(parser: argparse.ArgumentParser) -> None:
-    """The loop's options (batch, schedule, precision, checkpoints); defaults are the dataclasses'."""
-    t, o = (lambda n: _default(TrainArgs, n)), (lambda n: _default(OptimizerArgs, n))
+def add_training_options(parser: argparse.ArgumentParser, defaults: Mapping[str, Any] | None = None) -> None:
+    """The loop's options (batch, schedule, precision, checkpoints); defaults are the dataclasses',
+    or a command's own (``defaults``: option dest -> value, e.g. fine-tuning's batch 32)."""
+    own = dict(defaults or {})
+    t = lambda n: own.get(n, _default(TrainArgs, n))  # noqa: E731
+    o = lambda n: own.get({"name": "optimizer"}.get(n, n), _default(OptimizerArgs, n))  # noqa: E731
     g = parser.add_argument_group("training")
     g.add_argument("--batch-size", type=int, default=t("batch_size"),
                    help=f"global batch: sequences per update, all processes together (default: {t('batch_size')})")
@@ -139,7 +143,9 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
                    "gradients accumulate to the global batch (default: all of a process's share)")
     length = g.add_mutually_exclusive_group()
     length.add_argument("--max-steps", type=int, help="updates to make")
-    length.add_argument("--epochs", type=float, help="passes over the data, instead of --max-steps")
+    length.add_argument("--epochs", type=float, default=own.get("epochs"),
+                        help="passes over the data, instead of --max-steps"
+                        + (f" (default: {own['epochs']:g})" if "epochs" in own else ""))
     g.add_argument("--max-time", type=float, metavar="SEC", help="wall-clock budget in seconds: the run stops "
                    "there and the learning rate decays with elapsed/budget (with --max-steps: whichever is first)")
     g.add_argument("--seed", type=int, default=t("seed"), help=f"default: {t('seed')}")

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -90,9 +90,13 @@ class Trainer:
     """Trains ``model`` on ``objective`` over ``batches``; ``fit()`` runs to the end, ``resume()`` first."""
 
     def __init__(self, model: nn.Module, objective: Objective, batches: Batches, args: TrainArgs,
-                 optim: OptimizerArgs, dist: D.Dist | None = None, meta: dict[str, Any] | None = None) -> None:
-        """meta: JSON-able facts a checkpoint's meta.json keeps for the task (e.g. the model config)."""
+                 optim: OptimizerArgs, dist: D.Dist | None = None, meta: dict[str, Any] | None = None,
+                 after_step: Callable[[Trainer], None] | None = None) -> None:
+        """meta: JSON-able facts a checkpoint's meta.json keeps for the task (e.g. the model config).
+        after_step: called on every rank after each update (and its logging), before any checkpoint
+        of that step; fine-tuning evaluates there and keeps its best model."""
         self.args, self.optim_args, self.objective, self.batches = args, optim, objective, batches
+        self.after_step = after_step
         self.dist = dist or D.Dist()
         self.meta = meta or {}
         self.device = self.dist.device
@@ -143,7 +147,7 @@ class Trainer:
                     raise BertkitError(self._oom_advice())
                 if report is not None:
                     self._after_step(report)
-            self.state.finished = self._reached_end()
+            self.state.finished = self.reached_end()
             self.save()
         return self.state
 
@@ -164,9 +168,9 @@ class Trainer:
         self._sync_clock()
 
     def _done(self) -> bool:
-        return self._stop or self._reached_end()
+        return self._stop or self.reached_end()
 
-    def _reached_end(self) -> bool:
+    def reached_end(self) -> bool:
         a = self.args
         return ((a.max_steps is not None and self.state.step >= a.max_steps)
                 or (a.max_time is not None and self.state.elapsed >= a.max_time))
@@ -287,6 +291,8 @@ class Trainer:
                           self._window[1] / seconds if seconds > 0 else None)
         if self.state.step % self.args.log_every == 0 or self._done():
             self._log(report)
+        if self.after_step is not None:
+            self.after_step(self)
         if self.args.save_every and self.state.step % self.args.save_every == 0:
             self.save()
         kill_hook("step", self.state.step)
@@ -321,6 +327,22 @@ class Trainer:
     def model_state_dict(self) -> dict[str, Tensor]:
         """The trained weights as a full state dict on every backend (FSDP: on rank 0 only)."""
         return D.model_state(self.model)
+
+    def export(self, out: Path, vocab_file: str | Path | None, do_lower_case: bool | None) -> Path | None:
+        """Save the model in bertkit's format in ``out`` (every rank calls this; the main one writes)."""
+        from bertkit.convert.checkpoint import save_bertkit
+        from bertkit.model import build_model
+
+        state = self.model_state_dict()  # a collective under FSDP
+        if not self.dist.main:
+            return None
+        model = self.model
+        if D.is_fsdp(model):  # sharded: a plain copy from the gathered weights
+            model = build_model(model.config, getattr(model, "head", None))
+            model.load_state_dict(state)
+        if vocab_file is not None and not Path(vocab_file).is_file():
+            vocab_file = None
+        return save_bertkit(model, out, vocab_file, do_lower_case)
 
     # --- out of memory --------------------------------------------------------------------
 

@@ -58,8 +58,8 @@ class Monitor:
             postfix["tok/s"] = f"{tokens_per_s:,.0f}"
         self.bar.set_postfix(postfix, refresh=False)
 
-    def log(self, record: dict[str, Any]) -> None:
-        """Write one logged step: a metrics.jsonl line and TensorBoard scalars."""
+    def log(self, record: dict[str, Any], group: str = "train") -> None:
+        """Write one logged step: a metrics.jsonl line and TensorBoard scalars under ``group/``."""
         if not self.enabled:
             return
         self.metrics.write(json.dumps(record) + "\n")
@@ -67,7 +67,7 @@ class Monitor:
         if self.tensorboard is not None:
             for name, value in record.items():
                 if name != "step" and isinstance(value, (int, float)):
-                    self.tensorboard.add_scalar(f"train/{name}", value, record["step"])
+                    self.tensorboard.add_scalar(f"{group}/{name}", value, record["step"])
             self.tensorboard.flush()
 
     def warn(self, message: str) -> None:

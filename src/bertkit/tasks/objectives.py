@@ -1,0 +1,86 @@
+"""The fine-tuning losses, as ``Objective``s of the shared training loop (see training.objective).
+
+Each returns its loss as a *sum* over the micro-batch and says what divides it (sequences for a
+sentence-level head, labelled tokens for tagging), so accumulation and several processes give
+the mean over the global batch. Every batch is first cut to its longest real sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bertkit.tasks.inference import MODEL_INPUTS, trim_padding
+from bertkit.training.objective import Terms
+
+IGNORE = -100  # a token label that is not scored (padding, word-piece continuations, [CLS]/[SEP])
+
+
+def _inputs(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {k: batch[k] for k in MODEL_INPUTS if k in batch}
+
+
+def _sequences(batch: Mapping[str, Tensor]) -> Tensor:
+    return torch.tensor(float(batch["input_ids"].shape[0]), device=batch["input_ids"].device)
+
+
+class ClassificationObjective:
+    """Cross-entropy over the classes (accuracy reported), or squared error for regression (num_labels 1)."""
+
+    eps: Mapping[str, float] = MappingProxyType({})
+
+    def __init__(self, regression: bool) -> None:
+        self.regression = regression
+
+    def weights(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {"cls": _sequences(batch)}
+
+    def __call__(self, model: nn.Module, batch: Mapping[str, Tensor]) -> Terms:
+        batch = trim_padding(batch)
+        logits = model(**_inputs(batch)).logits.float()  # (B, C)
+        labels = batch["labels"]
+        if self.regression:
+            return Terms(losses={"cls": F.mse_loss(logits.squeeze(-1), labels.float(), reduction="sum")})
+        loss = F.cross_entropy(logits, labels, reduction="sum")
+        correct = (logits.argmax(-1) == labels).sum().float()
+        return Terms(losses={"cls": loss}, metrics={"accuracy": (correct, "cls")})
+
+
+class TokenClassificationObjective:
+    """Cross-entropy at the labelled tokens (labels (B, T), IGNORE elsewhere), averaged over them."""
+
+    eps: Mapping[str, float] = MappingProxyType({})
+
+    def weights(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {"tag": (batch["labels"] != IGNORE).sum().float()}
+
+    def __call__(self, model: nn.Module, batch: Mapping[str, Tensor]) -> Terms:
+        batch = trim_padding(batch)
+        logits = model(**_inputs(batch)).logits.float()  # (B, T, C)
+        labels = batch["labels"]
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+        scored = labels != IGNORE
+        correct = ((logits.argmax(-1) == labels) & scored).sum().float()
+        return Terms(losses={"tag": loss}, metrics={"token_accuracy": (correct, "tag")})
+
+
+class SpanObjective:
+    """Span QA (Google's run_squad): the mean of the start and end positions' cross-entropies."""
+
+    eps: Mapping[str, float] = MappingProxyType({})
+
+    def weights(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {"span": _sequences(batch)}
+
+    def __call__(self, model: nn.Module, batch: Mapping[str, Tensor]) -> Terms:
+        batch = trim_padding(batch)
+        out = model(**_inputs(batch))
+        start, end = batch["start_positions"].long(), batch["end_positions"].long()  # (B,)
+        loss = (F.cross_entropy(out.start_logits.float(), start, reduction="sum")
+                + F.cross_entropy(out.end_logits.float(), end, reduction="sum")) / 2
+        exact = ((out.start_logits.argmax(-1) == start) & (out.end_logits.argmax(-1) == end)).sum().float()
+        return Terms(losses={"span": loss}, metrics={"span_accuracy": (exact, "span")})
