@@ -75,7 +75,9 @@ class FinetuneTask(Protocol):
 
     def write_predictions(self, out: Path, model: nn.Module, run: Runner, dev_predictions: Any,
                           do_predict: bool) -> list[Path]:
-        """Write the dev predictions and, with do_predict, the test set's; the files written."""
+        """Write the dev predictions and, with do_predict, the test set's; the files written. A task
+        that scores a labelled test set here leaves those scores in ``self.test_metrics`` (flat
+        name -> float, e.g. test_f1) and they join eval_results.json."""
 
 
 @dataclass
@@ -176,6 +178,7 @@ class BestKeeper:
     def __init__(self, task: FinetuneTask, run: Runner, output: Path, every: int, d: Dist) -> None:
         self.task, self.run, self.output, self.every, self.dist = task, run, output, every, d
         self.best: dict[str, Any] | None = None  # the best evaluation's metrics, with "step"
+        self.predictions: Any = None  # its dev predictions (None after a resume: evaluated again at the end)
 
     def restore(self) -> None:
         """Pick up the best model of an interrupted run."""
@@ -188,12 +191,12 @@ class BestKeeper:
         step = trainer.state.step
         if step % self.every and not trainer.reached_end():
             return
-        metrics, _ = self.task.evaluate(trainer.model, self.run)
+        metrics, predictions = self.task.evaluate(trainer.model, self.run)
         trainer.monitor.log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}}, group="eval")
         score = metrics.get(self.task.main_metric)  # None: nothing to score by (no gold answers): keep the latest
         if self.best is not None and score is not None and not score > self.best[self.task.main_metric]:
             return
-        self.best = {**metrics, "step": step}
+        self.best, self.predictions = {**metrics, "step": step}, predictions
         tmp = self.output / f".{BEST_DIR}.tmp"
         if self.dist.main and tmp.exists():
             shutil.rmtree(tmp)
@@ -212,11 +215,14 @@ def _finish(task: FinetuneTask, fa: FinetuneArgs, trainer: Trainer, keeper: Best
     out = trainer.args.output
     D.barrier(trainer.dist)
     best = load_model(out / BEST_DIR, task.head).to(trainer.device)
-    metrics, predictions = task.evaluate(best, run)
+    metrics, predictions = keeper.best, keeper.predictions
+    if predictions is None:  # the best evaluation happened before a resume
+        metrics, predictions = task.evaluate(best, run)
     results = {**metrics, "step": keeper.best["step"], "steps": trainer.state.step,
                "seed": trainer.args.seed, "task": task.name}
     if trainer.dist.main:
         task.write_predictions(out, best, run, predictions, fa.do_predict)
+        results.update(getattr(task, "test_metrics", {}))
         for name in ("model.safetensors", "vocab.txt", "bertkit.json"):  # bertkit.json last: the model is complete
             if (out / BEST_DIR / name).is_file():
                 shutil.copyfile(out / BEST_DIR / name, out / f".{name}.tmp")
@@ -242,8 +248,9 @@ def _summarize(output: Path, seeds: Sequence[int], runs: Sequence[Mapping[str, A
 # --- command line: the options every fine-tuning command shares --------------------------------
 
 
-def add_finetune_options(p: argparse.ArgumentParser) -> None:
-    """--model/--output/--seeds/... and the loop's options with Google's fine-tuning defaults."""
+def add_finetune_options(p: argparse.ArgumentParser, defaults: Mapping[str, Any] | None = None) -> None:
+    """--model/--output/--seeds/... and the loop's options with Google's fine-tuning defaults
+    (``defaults``: a task's own, over FINETUNE_DEFAULTS, e.g. run_squad.py's learning rate)."""
     from bertkit.config import ACTIVATIONS
 
     p.add_argument("--model", required=True, type=Path, metavar="PATH",
@@ -262,7 +269,7 @@ def add_finetune_options(p: argparse.ArgumentParser) -> None:
     case.add_argument("--cased", dest="lower_case", action="store_false", default=None,
                       help="keep case and accents (default: from the checkpoint/vocab)")
     case.add_argument("--uncased", dest="lower_case", action="store_true", help="lower-case and strip accents")
-    add_training_options(p, FINETUNE_DEFAULTS)
+    add_training_options(p, {**FINETUNE_DEFAULTS, **(defaults or {})})
 
 
 def _int_list(text: str) -> list[int]:
@@ -306,8 +313,14 @@ def report(result: FinetuneResult, main_metric: str) -> None:
 def add_finetune_command(subparsers: argparse._SubParsersAction) -> None:
     """Register ``bertkit finetune classify|...``."""
     from bertkit.tasks.finetune_classify import add_classify_command
+    from bertkit.tasks.finetune_ner import add_ner_command
+    from bertkit.tasks.finetune_nq import add_nq_command
+    from bertkit.tasks.finetune_squad import add_squad_command
 
-    p = subparsers.add_parser("finetune", help="fine-tune on a task: classify (GLUE, custom), ...",
+    p = subparsers.add_parser("finetune", help="fine-tune on a task: classify (GLUE, custom), ner, nq, squad, ...",
                               description="Fine-tune a pretrained checkpoint on a task; see each task's --help.")
     tasks = p.add_subparsers(dest="task_command", required=True, metavar="TASK")
     add_classify_command(tasks)
+    add_ner_command(tasks)
+    add_nq_command(tasks)
+    add_squad_command(tasks)
