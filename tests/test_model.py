@@ -61,18 +61,22 @@ def assert_close(a, b, tol=1e-5):
     assert diff < tol, f"max |diff| {diff}"
 
 
+@pytest.mark.parametrize("unpad", [True, False], ids=["unpadded", "padded"])
 @pytest.mark.parametrize("act,hf_act", [("gelu", "gelu"), ("gelu_tanh", "gelu_new")])
-def test_encoder_matches_transformers(act, hf_act):
+def test_encoder_matches_transformers(act, hf_act, unpad):
+    """The unpadded fast path at real tokens (zeros at padding); the padded path everywhere."""
     hf = hf_model("BertModel", hf_act)
     ours = bertkit_from_hf(hf, None, act)
+    ours.unpad = unpad
     ids, types, mask = batch()
     with torch.no_grad():
         ref = hf(input_ids=ids, token_type_ids=types, attention_mask=mask, output_hidden_states=True)
         out = ours(ids, types, mask)
-    real = mask.bool()
+    real = mask.bool() if unpad else torch.ones_like(mask, dtype=torch.bool)
     assert len(out.hidden_states) == TINY["num_hidden_layers"] + 1
     for h_ref, h in zip(ref.hidden_states, out.hidden_states):
         assert_close(h[real], h_ref[real])
+        assert not h[~real].any()
     assert_close(out.last_hidden_state[real], ref.last_hidden_state[real])
     assert_close(out.pooled_output, ref.pooler_output)
 

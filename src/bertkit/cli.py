@@ -133,6 +133,16 @@ def cmd_extract(args: argparse.Namespace) -> None:
     print(f"wrote features for {count} examples to {args.output}", file=sys.stderr)
 
 
+def cmd_benchmark(args: argparse.Namespace) -> None:
+    from bertkit.benchmark import format_report, make_spec, run_benchmark
+
+    spec = make_spec(args.device, mode=args.mode, lengths=args.lengths, precision=args.precision,
+                     batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup)
+    report = run_benchmark(args.model, [spec], against=args.against, device=args.device,
+                           threads=args.threads, memory=not args.no_memory)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -174,9 +184,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="default: 32")
     p.set_defaults(func=cmd_extract)
 
+    p = sub.add_parser("benchmark", help="a model's speed here (tokens/s, FLOP rate, memory), optionally against transformers")
+    p.add_argument("--model", required=True, metavar="M",
+                   help="checkpoint directory (any format) or preset name (random weights)")
+    p.add_argument("--mode", choices=("infer", "train"), default="infer",
+                   help="encoder forward, or pretraining step: MLM+NSP forward, backward, AdamW (default: infer)")
+    p.add_argument("--lengths", choices=("fixed", "var", "squad"), default="fixed",
+                   help="128 tokens; 20-128 padded per batch; 384 (default: fixed)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "bf16-weights"), default="fp32",
+                   help="bf16: autocast; bf16-weights: weights cast to bfloat16, infer only (default: fp32)")
+    p.add_argument("--against", choices=("transformers",), help="also time transformers on the same weights")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--batch-size", type=int, help="sequences per batch (default: 8 on CPU, 32 on CUDA)")
+    p.add_argument("--repeats", type=int, help="timed batches per implementation (default: 3 on CPU, 10 on CUDA)")
+    p.add_argument("--warmup", type=int, help="untimed batches first (default: 1 on CPU, 3 on CUDA)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs (a process per implementation)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_benchmark)
+
     from bertkit.data.commands import add_data_commands
     from bertkit.tasks.commands import add_evaluate_command
     from bertkit.tasks.finetune import add_finetune_command
+    from bertkit.tasks.predict import add_predict_command
     from bertkit.tasks.pretrain import add_plot_command, add_pretrain_command
 
     add_data_commands(sub)
@@ -184,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_plot_command(sub)
     add_finetune_command(sub)
     add_evaluate_command(sub)
+    add_predict_command(sub)
     return parser
 
 

@@ -29,7 +29,7 @@ _ACT_ALIASES = {alias: name for name, aliases in ACTIVATIONS.items() for alias i
 # How each activation is written into an HF config.json so transformers computes the same thing.
 _HF_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu", "tanh": "tanh"}
 
-HEADS = (None, "pretraining", "classification", "token_classification", "qa")
+HEADS = (None, "pretraining", "classification", "token_classification", "qa", "nq")
 
 
 @dataclass

@@ -22,9 +22,11 @@ def golden(name: str) -> dict:
     return json.loads((GOLDEN / "model" / name).read_text())
 
 
-def run(model_dir: Path, hidden_act: str | None, data: dict):
+def run(model_dir: Path, hidden_act: str | None, data: dict, unpad: bool = False):
+    """Google's batch through our model: the padded reference path, or (unpad) the packed fast path."""
     overrides = {"hidden_act": hidden_act} if hidden_act else {}
     model = load_model(model_dir, head="pretraining", **overrides)
+    model.bert.unpad = unpad
     inputs = data["inputs"]
     with torch.no_grad():
         return model(
@@ -35,20 +37,29 @@ def run(model_dir: Path, hidden_act: str | None, data: dict):
         )
 
 
-def max_diff(ours: torch.Tensor, theirs) -> float:
-    return float((ours.double() - torch.tensor(np.asarray(theirs, dtype=np.float32)).double()).abs().max())
+def max_diff(ours: torch.Tensor, theirs, where: torch.Tensor | None = None) -> float:
+    """Max |ours - theirs|, over the (B, T) positions ``where`` only when given."""
+    theirs = torch.tensor(np.asarray(theirs, dtype=np.float32)).double()
+    if where is not None:
+        ours, theirs = ours[where], theirs[where]
+    return float((ours.double() - theirs).abs().max())
 
 
 # golden.json: Google's code since Feb 2019 (tanh GELU); golden_gelu_erf.json: the 2018 code (erf).
+# The padded reference path must match at every position, padding included; the unpadded fast
+# path leaves zeros at padding, so its hidden states are compared at the real tokens.
+@pytest.mark.parametrize("unpad", [False, True], ids=["padded", "unpadded"])
 @pytest.mark.parametrize("file,hidden_act", [("golden.json", "gelu_tanh"), ("golden_gelu_erf.json", None)])
-def test_every_output_matches_google(file, hidden_act):
+def test_every_output_matches_google(file, hidden_act, unpad):
     model_dir = require_shared("golden", "google", "dev", "model")
     data = golden(file)
-    out = run(model_dir, hidden_act, data)
+    out = run(model_dir, hidden_act, data, unpad)
     expected = data["outputs"]
-    assert max_diff(out.hidden_states[0], expected["embedding_output"]) < TOL
+    real = torch.tensor(data["inputs"]["input_mask"]).bool() if unpad else None
+    assert real is None or not real.all()  # the batch has padding: the fast path is exercised
+    assert max_diff(out.hidden_states[0], expected["embedding_output"], real) < TOL
     for layer, ref in enumerate(expected["all_encoder_layers"]):
-        assert max_diff(out.hidden_states[layer + 1], ref) < TOL, f"layer {layer}"
+        assert max_diff(out.hidden_states[layer + 1], ref, real) < TOL, f"layer {layer}"
     assert max_diff(out.pooled_output, expected["pooled_output"]) < TOL
     assert max_diff(out.nsp_logits.log_softmax(-1), expected["nsp_log_probs"]) < TOL
 

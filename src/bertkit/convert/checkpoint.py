@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from bertkit.config import BertConfig
 from bertkit.convert import keymaps
 from bertkit.convert.tf_bundle import find_tf_checkpoint, read_tf_checkpoint, write_tf_checkpoint
-from bertkit.errors import file_error
+from bertkit.errors import BertkitError, file_error
 from bertkit.io import atomic_write_text, temp_path_beside
 
 BERTKIT_FORMAT_VERSION = 1
@@ -47,7 +47,9 @@ class Checkpoint:
             found.append("pretraining")
         if any(name.startswith("classifier.") for name in self.tensors):
             found.append(self.head if self.head == "token_classification" else "classification")
-        if any(name.startswith("qa_outputs.") for name in self.tensors):
+        if any(name.startswith("answer_type_output.") for name in self.tensors):
+            found.append("nq")  # its span layer is qa_outputs: loading it as "qa" works too
+        elif any(name.startswith("qa_outputs.") for name in self.tensors):
             found.append("qa")
         return found
 
@@ -249,6 +251,9 @@ def export_hf(model: torch.nn.Module, out: str | Path, vocab_file: str | Path | 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     head = getattr(model, "head", None)
+    if head not in _HF_ARCH:
+        raise BertkitError(f"transformers has no model with bertkit's {head!r} head; write the bertkit or "
+                           "google format, or keep only the span head (--head qa) or none")
     config = model.config
     hf_config = config.to_hf_dict(_HF_ARCH[head])
     if config.num_labels == 1 and head == "classification":
@@ -273,7 +278,7 @@ def export_google(model: torch.nn.Module, out: str | Path, vocab_file: str | Pat
     out.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for name, tensor in canonical_state(model).items():
-        google, transpose = keymaps.canonical_to_google(name)
+        google, transpose = keymaps.canonical_to_google(name, getattr(model, "head", None))
         array = tensor.float().cpu().numpy()
         arrays[google] = np.ascontiguousarray(array.T if transpose else array)
     write_tf_checkpoint(out / "bert_model.ckpt", arrays)

@@ -19,8 +19,14 @@ _GOOGLE_SPECIAL = {
     "output_bias": "classifier.bias",
     "cls/squad/output_weights": "qa_outputs.weight",  # run_squad.py
     "cls/squad/output_bias": "qa_outputs.bias",
+    "answer_type_output_weights": "answer_type_output.weight",  # BERT-joint's run_nq.py
+    "answer_type_output_bias": "answer_type_output.bias",
 }
 _CANONICAL_SPECIAL = {v: k for k, v in _GOOGLE_SPECIAL.items()}
+# run_nq.py keeps its span layer under cls/nq/ (run_squad.py's under cls/squad/).
+_GOOGLE_NQ = {"cls/nq/output_weights": "qa_outputs.weight", "cls/nq/output_bias": "qa_outputs.bias"}
+_CANONICAL_NQ = {v: k for k, v in _GOOGLE_NQ.items()}
+_FROM_GOOGLE = {**_GOOGLE_SPECIAL, **_GOOGLE_NQ}
 
 # Variables in Google checkpoints that are not model weights: optimizer slots and bookkeeping.
 _GOOGLE_SKIP = re.compile(
@@ -34,8 +40,9 @@ HEAD_PREFIXES = {
     "classification": ("classifier.",),
     "token_classification": ("classifier.",),
     "qa": ("qa_outputs.",),
+    "nq": ("qa_outputs.", "answer_type_output."),
 }
-ALL_HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.")
+ALL_HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.", "answer_type_output.")
 # Tensors a model may leave out without error: other heads, and the pooler (token-level heads
 # have none, yet Google's fine-tuned SQuAD checkpoints carry one).
 OPTIONAL_PREFIXES = (*ALL_HEAD_PREFIXES, "bert.pooler.")
@@ -51,8 +58,8 @@ def google_to_canonical(name: str) -> tuple[str, bool]:
 
     Raises KeyError for a name outside the BERT layout (the caller reports it).
     """
-    if name in _GOOGLE_SPECIAL:
-        return _GOOGLE_SPECIAL[name], False
+    if name in _FROM_GOOGLE:
+        return _FROM_GOOGLE[name], False
     if not name.startswith(("bert/", "cls/")):
         raise KeyError(name)
     *module, last = name.split("/")
@@ -69,8 +76,11 @@ def google_to_canonical(name: str) -> tuple[str, bool]:
 _GOOGLE_SUFFIX = {"kernel": "weight", "gamma": "weight", "beta": "bias", "bias": "bias"}
 
 
-def canonical_to_google(name: str) -> tuple[str, bool]:
-    """(Google variable name, transpose?) for a canonical name; inverse of google_to_canonical."""
+def canonical_to_google(name: str, head: str | None = None) -> tuple[str, bool]:
+    """(Google variable name, transpose?) for a canonical name of a model with ``head``; inverse
+    of google_to_canonical."""
+    if head == "nq" and name in _CANONICAL_NQ:
+        return _CANONICAL_NQ[name], False
     if name in _CANONICAL_SPECIAL:
         return _CANONICAL_SPECIAL[name], False
     parts = re.sub(r"\blayer\.(\d+)\b", r"layer_\1", name).split(".")

@@ -53,7 +53,7 @@ class NerData:
     """A read file: its sentences, and what writing predictions back needs."""
 
     path: Path
-    format: str  # "conll" or "cluener"
+    format: str  # "conll" or "cluener" (bertkit predict: "text", a sentence a line)
     sentences: list[NerSentence]
     raw_lines: list[str] = field(default_factory=list)  # CoNLL: every line, as read
     delimiter: str | None = None  # CoNLL: "\t" or None (whitespace)
@@ -215,15 +215,15 @@ def _feature(tokenizer: BertTokenizer, n: int, enc: Encoding, window: list[int],
     return NerFeature(n, sub, labels)
 
 
-def collate(tokenizer: BertTokenizer, features: Sequence[NerFeature]) -> dict[str, torch.Tensor]:
+def collate(tokenizer: BertTokenizer, features: Sequence[NerFeature], return_tensors: str = "pt") -> dict[str, Any]:
     """A batch: input_ids, token_type_ids, attention_mask (B, T) padded to the longest, and labels
-    (B, T) padded with IGNORE."""
-    batch = tokenizer.pad([f.encoding for f in features])
-    labels = torch.full(batch["input_ids"].shape, IGNORE, dtype=torch.int64)  # (B, T)
+    (B, T) padded with IGNORE; torch tensors ("pt") or numpy arrays ("np")."""
+    batch = tokenizer.pad([f.encoding for f in features], return_tensors="np")
+    labels = np.full(batch["input_ids"].shape, IGNORE, dtype=np.int64)  # (B, T)
     for row, f in enumerate(features):
-        labels[row, :len(f.labels)] = torch.tensor(f.labels, dtype=torch.int64)
+        labels[row, :len(f.labels)] = f.labels
     batch["labels"] = labels
-    return batch
+    return {k: torch.from_numpy(v) for k, v in batch.items()} if return_tensors == "pt" else batch
 
 
 def first_piece_mask(word_ids: Sequence[int | None]) -> list[bool]:
@@ -266,12 +266,19 @@ def write_predictions(path: str | Path, data: NerData, tags: Sequence[Sequence[s
     """Write the input file back with predicted tags: CoNLL with the last column replaced (or a
     column added to an unlabelled file), every other line as it was; CLUENER with each object's
     "label" replaced by the predicted spans."""
-    if len(tags) != len(data.sentences):
-        raise BertkitError(f"{len(tags)} tag sequences for {len(data.sentences)} sentences")
-    text = _conll_text(data, tags) if data.format == "conll" else _cluener_text(data, tags)
+    text = predictions_text(data, tags)
     with atomic_open(path) as f:
         f.write(text)
     return Path(path)
+
+
+def predictions_text(data: NerData, tags: Sequence[Sequence[str]]) -> str:
+    """What write_predictions writes: the input file's text with the predicted tags."""
+    if len(tags) != len(data.sentences):
+        raise BertkitError(f"{len(tags)} tag sequences for {len(data.sentences)} sentences")
+    if data.format not in FORMATS:
+        raise BertkitError(f"cannot write {data.format!r} data back as CoNLL or CLUENER")
+    return _conll_text(data, tags) if data.format == "conll" else _cluener_text(data, tags)
 
 
 def _conll_text(data: NerData, tags: Sequence[Sequence[str]]) -> str:

@@ -18,7 +18,7 @@ import random
 import re
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,13 +76,17 @@ class NqEntry:
 def read_nq(path: str | Path) -> list[NqEntry]:
     """NQ entries of a jsonl(.gz) file: simplified (document_text, split on single spaces) or
     original (document_tokens with html_token flags)."""
-    entries = []
+    return list(iter_nq(path))
+
+
+def iter_nq(path: str | Path) -> Iterator[NqEntry]:
+    """``read_nq`` one entry at a time (NQ's training set does not fit in memory as entries)."""
     for number, record in iter_jsonl(path):
         try:
-            entries.append(_entry(record))
+            entry = _entry(record)
         except (KeyError, TypeError, ValueError) as e:
             raise file_error(path, f"line {number}: not an NQ example ({type(e).__name__}: {e})") from None
-    return entries
+        yield entry
 
 
 def _entry(r: dict) -> NqEntry:
@@ -262,12 +266,16 @@ def create_features(tokenizer: BertTokenizer, examples: Sequence[NqExample], con
     """BERT-joint's windowed features; in training each window gets start/end positions and the
     answer type, windows without the answer (and UNKNOWN examples) kept with probability
     config.include_unknowns (seeded) as UNKNOWN at [CLS]."""
+    return list(iter_features(tokenizer, examples, config, training, seed))
+
+
+def iter_features(tokenizer: BertTokenizer, examples: Iterable[NqExample], config: NqConfig,
+                  training: bool = False, seed: int = 0) -> Iterator[NqFeature]:
+    """``create_features`` one example at a time (``example_index`` counts the examples)."""
     markers = marker_ids(tokenizer, config.max_contexts, config.max_position)
     rng = random.Random(seed)
-    features = []
     for index, example in enumerate(examples):
-        features += _example_features(tokenizer, index, example, markers, config, training, rng)
-    return features
+        yield from _example_features(tokenizer, index, example, markers, config, training, rng)
 
 
 def _example_features(tokenizer: BertTokenizer, index: int, example: NqExample, markers: dict[str, int],

@@ -84,3 +84,26 @@ class SpanObjective:
                 + F.cross_entropy(out.end_logits.float(), end, reduction="sum")) / 2
         exact = ((out.start_logits.argmax(-1) == start) & (out.end_logits.argmax(-1) == end)).sum().float()
         return Terms(losses={"span": loss}, metrics={"span_accuracy": (exact, "span")})
+
+
+class NqObjective:
+    """BERT-joint (run_nq.py): the mean of the start, end and answer-type cross-entropies, the
+    answer type (B,) scored on the nq head's ``logits`` (B, 5)."""
+
+    eps: Mapping[str, float] = MappingProxyType({})
+
+    def weights(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {"nq": _sequences(batch)}
+
+    def __call__(self, model: nn.Module, batch: Mapping[str, Tensor]) -> Terms:
+        batch = trim_padding(batch)
+        out = model(**_inputs(batch))
+        start, end = batch["start_positions"].long(), batch["end_positions"].long()  # (B,)
+        types = batch["answer_types"].long()  # (B,)
+        loss = (F.cross_entropy(out.start_logits.float(), start, reduction="sum")
+                + F.cross_entropy(out.end_logits.float(), end, reduction="sum")
+                + F.cross_entropy(out.logits.float(), types, reduction="sum")) / 3
+        exact = ((out.start_logits.argmax(-1) == start) & (out.end_logits.argmax(-1) == end)).sum().float()
+        typed = (out.logits.argmax(-1) == types).sum().float()
+        return Terms(losses={"nq": loss},
+                     metrics={"span_accuracy": (exact, "nq"), "answer_type_accuracy": (typed, "nq")})

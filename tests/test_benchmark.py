@@ -1,0 +1,164 @@
+"""bertkit benchmark: the FLOP count, the workloads, the identical-weights check, and the command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from bertkit import BertConfig, BertkitError, build_model, save_bertkit
+from bertkit.benchmark import (
+    TOLERANCE,
+    BenchSpec,
+    check_agreement,
+    encoder_flops,
+    make_batch,
+    require_transformers,
+    transformers_twin,
+)
+
+TINY = BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=256, max_position_embeddings=128)
+RATE_FIELDS = ("tokens_per_s", "ms_per_batch", "flops_per_s", "mfu")
+
+
+def bertkit(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bertkit", *args], capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_bertkit(build_model(TINY, "pretraining"), tmp_path_factory.mktemp("bench") / "tiny")
+
+
+# --- FLOPs ------------------------------------------------------------------------------------
+
+
+def test_encoder_flops_against_a_hand_count():
+    # Per token per layer: 2·(4·64² + 2·64·256) = 98,304 for the weight products; attention 4·n·64.
+    n10 = 10 * (98_304 + 4 * 10 * 64)  # 1,008,640 per layer
+    n20 = 20 * (98_304 + 4 * 20 * 64)  # 2,068,480 per layer
+    assert encoder_flops(TINY, [10, 20]) == 2 * (n10 + n20) == 6_154_240
+    assert encoder_flops(TINY, [10, 20], training=True) == 3 * 6_154_240
+    assert encoder_flops(TINY, []) == 0
+
+
+def test_encoder_flops_weight_products_match_torch_flop_counter():
+    """torch's counter sees the linear layers (on CPU it does not count fused SDPA): the formula
+    without its attention term, plus the pooler's one H×H product, is what it counts."""
+    model = build_model(TINY).eval()
+    n = 17
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.randint(0, TINY.vocab_size, (1, n)))
+    attention = TINY.num_hidden_layers * n * 4 * n * TINY.hidden_size
+    pooler = 2 * TINY.hidden_size ** 2
+    assert counter.get_total_flops() == encoder_flops(TINY, [n]) - attention + pooler
+
+
+# --- workloads --------------------------------------------------------------------------------
+
+
+def test_variable_length_pretraining_batch():
+    spec = BenchSpec(mode="train", lengths="var", batch_size=16)
+    batch = make_batch(spec, TINY.vocab_size, index=3)
+    lengths = batch["attention_mask"].sum(1)
+    assert 20 <= lengths.min() and lengths.max() <= 128
+    assert batch["input_ids"].shape[1] == lengths.max()  # padded to the batch's longest
+    assert torch.equal(make_batch(spec, TINY.vocab_size, index=3)["input_ids"], batch["input_ids"])
+    assert batch["masked_lm_positions"].shape[1] == 20  # ceil(15% of 128)
+    for row, n in enumerate(lengths.tolist()):
+        real = batch["masked_lm_weights"][row] > 0
+        positions = batch["masked_lm_positions"][row][real]
+        assert int(real.sum()) == max(1, round(0.15 * n))
+        assert positions.min() >= 1 and positions.max() <= n - 2  # not [CLS], not the last [SEP]
+        labels = batch["mlm_labels"][row]
+        assert torch.equal((labels != -100).nonzero().flatten(), positions)
+        assert torch.equal(labels[positions], batch["input_ids"][row][positions])
+        assert torch.equal(batch["masked_lm_ids"][row][real], labels[positions])
+
+
+# --- the identical-weights check --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_agreement_check_passes_on_same_weights_and_fails_loudly_otherwise(mode, tmp_path):
+    spec = BenchSpec(mode=mode, lengths="var", batch_size=4)
+    torch.manual_seed(0)
+    ours = build_model(TINY, spec.head).eval()
+    same = transformers_twin(ours, tmp_path / "same")
+    torch.manual_seed(1)
+    other = transformers_twin(build_model(TINY, spec.head).eval(), tmp_path / "other")
+    batch = make_batch(spec, TINY.vocab_size, index=0)
+    assert check_agreement(ours, same, batch, spec) <= TOLERANCE["fp32"]
+    with pytest.raises(BertkitError, match="disagree on real tokens"):
+        check_agreement(ours, other, batch, spec)
+
+
+def test_missing_transformers_is_a_one_line_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
+    with pytest.raises(BertkitError, match="needs the transformers package"):
+        require_transformers()
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def check_rates(row: dict, memory: bool) -> None:
+    for field in RATE_FIELDS:
+        assert row[field] > 0, field
+    if memory:
+        assert row["peak_memory_mb"] > 0 and row["step_memory_mb"] is not None, row
+
+
+@pytest.mark.parametrize("mode, against", [("infer", None), ("train", "transformers")])
+def test_benchmark_json(tiny_dir, mode, against):
+    args = ["benchmark", "--model", str(tiny_dir), "--mode", mode, "--lengths", "var", "--repeats", "1",
+            "--batch-size", "4", "--threads", "1", "--json"]
+    result = bertkit(*args, *(["--against", against] if against else []))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["config"] == {"layers": 2, "hidden": 64, "heads": 2, "intermediate": 256, "vocab": 100}
+    assert report["device"] == "cpu" and report["threads"] == 1
+    assert report["matmul_peak_flops_per_s"]["fp32"] > 0
+    (run,) = report["results"]
+    spec = (run["mode"], run["lengths"], run["precision"], run["batch_size"], run["repeats"])
+    assert spec == (mode, "var", "fp32", 4, 1)
+    assert 20 <= run["real_tokens_per_batch"] <= 4 * 128 and 0 <= run["padding"] < 1
+    expected = ["bertkit", "transformers"] if against else ["bertkit"]
+    assert list(run["implementations"]) == expected
+    for row in run["implementations"].values():
+        check_rates(row, memory=True)
+    if against:
+        assert run["speedup"] > 0 and 0 <= run["max_relative_difference"] <= TOLERANCE["fp32"]
+        assert report["versions"]["transformers"]
+    else:
+        assert run["speedup"] is None and run["max_relative_difference"] is None
+
+
+def test_benchmark_table_against_transformers():
+    result = bertkit("benchmark", "--model", "tiny", "--against", "transformers", "--precision", "bf16",
+                     "--repeats", "1", "--batch-size", "2", "--threads", "1", "--no-memory")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("mode") and "speed-up" in line for line in lines)
+    assert any("bertkit" in line and line.startswith("infer") for line in lines)
+    assert any(line.split()[:1] == ["transformers"] for line in lines)
+    assert "outputs agreed on real tokens" in result.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--model", "/no/such/model"], "/no/such/model: no such checkpoint directory"),
+    (["--model", "tiny", "--repeats", "0"], "--repeats must be at least 1"),
+    (["--model", "tiny", "--mode", "train", "--precision", "bf16-weights"], "bf16-weights is for inference"),
+    (["--model", "tiny", "--device", "tpu"], "unknown device"),
+])
+def test_bad_input_is_a_one_line_error(args, fragment):
+    result = bertkit("benchmark", *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bertkit: error: ") and fragment in lines[0], result.stderr
