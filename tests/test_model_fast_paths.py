@@ -19,9 +19,9 @@ T = 13
 
 
 def tiny_config(**overrides) -> BertConfig:
-    fields = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
-                  max_position_embeddings=64, initializer_range=0.2, hidden_dropout_prob=0.0,
-                  attention_probs_dropout_prob=0.0, num_labels=3)
+    fields = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4,
+              "intermediate_size": 37, "max_position_embeddings": 64, "initializer_range": 0.2,
+              "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "num_labels": 3}
     return BertConfig(**{**fields, **overrides})
 
 
@@ -133,7 +133,7 @@ def test_packed_attention_routes_agree():
 
 def test_which_batches_run_packed():
     model = random_model(None).eval()
-    (ids, types, mask), _ = mixed_batch()
+    (ids, _, mask), _ = mixed_batch()
     assert model.layout(ids, mask).index.tolist() == mask.flatten().nonzero().flatten().tolist()
     assert model.layout(ids, None).mask is None and model.layout(ids, None).index is None
     full = model.layout(ids, torch.ones_like(mask))
