@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import random
@@ -13,13 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tasks_fixtures import run_command, save_tiny_model
 from torch_threads import one_thread  # noqa: F401  (autouse)
 
-from bertkit.config import BertConfig
-from bertkit.convert.checkpoint import save_bertkit
 from bertkit.convert.load import load_model
 from bertkit.errors import BertkitError
-from bertkit.model import build_model
 from bertkit.tasks.finetune import add_finetune_command
 from bertkit.training.checkpoint import TEST_KILL_ENV
 
@@ -31,14 +28,7 @@ POSITIVE, NEGATIVE = ("good", "fine"), ("bad", "awful")
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     """A random 2-layer encoder saved in bertkit's format, with its vocabulary."""
-    root = tmp_path_factory.mktemp("tiny")
-    vocab = root / "vocab.txt"
-    vocab.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
-    torch.manual_seed(0)
-    return save_bertkit(build_model(config), root / "model", vocab, do_lower_case=True)
+    return save_tiny_model(tmp_path_factory.mktemp("tiny"), VOCAB)
 
 
 def sentiment_rows(n: int, seed: int, regression: bool = False) -> list[dict[str, str]]:
@@ -73,10 +63,7 @@ def sentiment(tmp_path_factory) -> dict[str, Path]:
 
 
 def run_cli(*args: object) -> None:
-    parser = argparse.ArgumentParser(prog="bertkit")
-    add_finetune_command(parser.add_subparsers(dest="command", required=True))
-    ns = parser.parse_args([str(a) for a in args])
-    ns.func(ns)
+    run_command(add_finetune_command, *args)
 
 
 def custom_args(model: Path, data: dict[str, Path], out: Path, *extra: object) -> list[object]:
@@ -182,7 +169,7 @@ def test_a_head_for_other_labels_is_refused(tiny_model, sentiment, tmp_path):
     run_cli(*custom_args(tiny_model, sentiment, out, "--max-steps", 1))
     renamed = {}
     for split in ("train", "dev"):
-        rows = list(csv.DictReader(open(sentiment[split], encoding="utf-8")))
+        rows = list(csv.DictReader(sentiment[split].read_text(encoding="utf-8").splitlines()))
         renamed[split] = write_csv(tmp_path / f"{split}.csv",
                                    [{**r, "label": {"pos": "yes", "neg": "no"}[r["label"]]} for r in rows])
     with pytest.raises(BertkitError, match=r"head predicts \['neg', 'pos'\]"):
@@ -218,10 +205,10 @@ def test_killed_run_resumes_to_the_same_result(tiny_model, sentiment, tmp_path):
 
     env = {"OMP_NUM_THREADS": str(torch.get_num_threads()), "PATH": "/usr/bin:/bin"}
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    assert subprocess.run(command(whole), env=env, capture_output=True).returncode == 0
-    killed = subprocess.run(command(cut), env={**env, TEST_KILL_ENV: "step:6"}, capture_output=True)
+    assert subprocess.run(command(whole), env=env, capture_output=True, check=False).returncode == 0
+    killed = subprocess.run(command(cut), env={**env, TEST_KILL_ENV: "step:6"}, capture_output=True, check=False)
     assert killed.returncode == -9 and (cut / "best").is_dir() and not (cut / "eval_results.json").exists()
-    resumed = subprocess.run(command(cut, "--resume"), env=env, capture_output=True, text=True)
+    resumed = subprocess.run(command(cut, "--resume"), env=env, capture_output=True, text=True, check=False)
     assert resumed.returncode == 0, resumed.stderr
     a, b = (json.loads((d / "eval_results.json").read_text()) for d in (whole, cut))
     assert a == b

@@ -24,17 +24,22 @@ import argparse
 import dataclasses
 import json
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from bertkit.errors import BertkitError
 from bertkit.io import atomic_write_text, replace_dir, restore_dir
-from bertkit.training.args import OptimizerArgs, TrainArgs, add_training_options, training_args
+from bertkit.training.args import (
+    OptimizerArgs,
+    TrainArgs,
+    add_training_options,
+    training_args,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -143,7 +148,11 @@ def _run_seed(task: FinetuneTask, fa: FinetuneArgs, train: TrainArgs, optim: Opt
     from bertkit.convert.load import load_model
     from bertkit.tasks.inference import run_model
     from bertkit.training.batches import ArrayBatches
-    from bertkit.training.checkpoint import latest_checkpoint, resume_point, seed_everything
+    from bertkit.training.checkpoint import (
+        latest_checkpoint,
+        resume_point,
+        seed_everything,
+    )
     from bertkit.training.loop import Trainer
 
     checkpoint = resume_point(train.output, fa.resume and latest_checkpoint(train.output) is not None)

@@ -93,6 +93,7 @@ class ClassifyTask:
         labels = data.label_list
         self.train = encode_examples(tokenizer, data.train, max_seq_length, labels, "train")
         self.dev = {s: encode_examples(tokenizer, ex, max_seq_length, labels, s) for s, ex in data.dev.items()}
+        self.dev_features = {s: _features(tokenizer, d) for s, d in self.dev.items()}  # evaluated every epoch
         self.main_metric = self._prefix(next(iter(data.dev)), "score")
 
     def _prefix(self, split: str, name: str) -> str:
@@ -129,7 +130,7 @@ class ClassifyTask:
         metrics: dict[str, float] = {}
         logits_by_split = {}
         for split, data in self.dev.items():
-            logits = run(model, _features(self.tokenizer, data), ["logits"], desc=f"evaluating {split}")["logits"]
+            logits = run(model, self.dev_features[split], ["logits"], desc=f"evaluating {split}")["logits"]
             predicted = logits[:, 0] if self.data.label_list is None else logits.argmax(-1)
             scores = {**task_metrics(self.data.metric_task, data.labels, predicted), "loss": _loss(logits, data.labels)}
             metrics.update({self._prefix(split, k): v for k, v in scores.items()})
@@ -171,12 +172,11 @@ def _features(tokenizer: BertTokenizer, data: ClassificationData) -> dict[str, n
 
 def _loss(logits: np.ndarray, labels: np.ndarray) -> float:
     """Mean cross-entropy (classification) or squared error (regression, logits (N, 1))."""
+    from bertkit.tasks.metrics import mean_cross_entropy
+
     if logits.shape[1] == 1:
         return float(np.mean((logits[:, 0].astype(np.float64) - labels) ** 2))
-    z = logits.astype(np.float64)
-    z = z - z.max(-1, keepdims=True)
-    log_probs = z - np.log(np.exp(z).sum(-1, keepdims=True))
-    return float(-log_probs[np.arange(len(labels)), labels].mean())
+    return mean_cross_entropy(logits, labels)
 
 
 # --- command line -----------------------------------------------------------------------------

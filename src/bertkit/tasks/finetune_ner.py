@@ -148,11 +148,10 @@ def scores(data: ner.NerData, tags: list[list[str]]) -> dict[str, float]:
 
 def _loss(logits: np.ndarray, labels: np.ndarray) -> float:
     """Mean cross-entropy of logits (F, T, C) at the scored pieces of labels (F, T)."""
+    from bertkit.tasks.metrics import mean_cross_entropy
+
     scored = labels != ner.IGNORE
-    z = logits[scored].astype(np.float64)  # (S, C)
-    z = z - z.max(-1, keepdims=True)
-    log_probs = z - np.log(np.exp(z).sum(-1, keepdims=True))
-    return float(-log_probs[np.arange(len(z)), labels[scored]].mean()) if len(z) else 0.0
+    return mean_cross_entropy(logits[scored], labels[scored]) if scored.any() else 0.0  # over (S, C)
 
 
 def _predictions_path(out: Path, split: str, data: ner.NerData) -> Path:

@@ -32,6 +32,7 @@ from bertkit.errors import BertkitError
 from bertkit.tasks.squad import (
     SquadConfig,
     SquadData,
+    SquadExample,
     SquadFeature,
     count_questions,
     create_features,
@@ -114,11 +115,11 @@ class SquadTask:
         train = _read(files.train, files.train_name, version_2, training=True).examples
         if max_train is not None and len(train) > max_train:
             train = [train[i] for i in np.sort(np.random.default_rng(0).choice(len(train), max_train, replace=False))]
-        self.train = _arrays(tokenizer, create_features(tokenizer, train, config, training=True))
+        self.train = feature_arrays(tokenizer, create_features(tokenizer, train, config, training=True))
         predict = _read(files.predict, files.predict_name, version_2, training=False)
         self.examples = predict.examples
         self.features = create_features(tokenizer, self.examples, config)
-        self.predict = _arrays(tokenizer, self.features)
+        self.predict = feature_arrays(tokenizer, self.features)
         self.scored = _has_answers(files.predict, files.predict_name)
         if not self.scored:
             _note(f"{files.predict_name}: no answers to score against: predictions only, the latest model is kept")
@@ -163,13 +164,10 @@ class SquadTask:
     def evaluate(self, model: nn.Module, run: Runner) -> tuple[dict[str, float], SquadPredictions]:
         """The official scores of the predict set (none without answers) and its predictions
         (v2.0: re-made at the best null threshold when scored)."""
-        from bertkit.tasks.squad_predict import compute_predictions, evaluate_predictions
+        from bertkit.tasks.squad_predict import evaluate_predictions
 
-        logits = run(model, self.predict, ["start_logits", "end_logits"], desc="evaluating")  # 2 x (F, T)
-        a = self.answers
-        predictions = compute_predictions(self.examples, self.features, logits["start_logits"],
-                                          logits["end_logits"], a.n_best_size, a.max_answer_length,
-                                          self.version_2, a.null_threshold)
+        predictions = answer_questions(model, run, self.examples, self.features, self.predict, self.answers,
+                                       self.version_2, desc="evaluating")
         if not self.scored:
             return {}, predictions
         predictions, scores = evaluate_predictions(self.files.predict, predictions)
@@ -199,7 +197,19 @@ def _read(dataset: dict[str, Any], name: str, version_2: bool, training: bool) -
     return data
 
 
-def _arrays(tokenizer: BertTokenizer, features: list[SquadFeature]) -> dict[str, np.ndarray]:
+def answer_questions(model: nn.Module, run: Runner, examples: list[SquadExample], features: list[SquadFeature],
+                     arrays: dict[str, np.ndarray], answers: AnswerArgs, version_2: bool,
+                     desc: str = "predicting") -> SquadPredictions:
+    """Run the QA model over the windows (``arrays``, from ``feature_arrays``) and pick each
+    question's n-best answers (v2.0: or none, by ``answers.null_threshold``)."""
+    from bertkit.tasks.squad_predict import compute_predictions
+
+    logits = run(model, arrays, ["start_logits", "end_logits"], desc=desc)  # 2 x (F, T)
+    return compute_predictions(examples, features, logits["start_logits"], logits["end_logits"],
+                               answers.n_best_size, answers.max_answer_length, version_2, answers.null_threshold)
+
+
+def feature_arrays(tokenizer: BertTokenizer, features: list[SquadFeature]) -> dict[str, np.ndarray]:
     """input_ids, token_type_ids, attention_mask (F, T) padded to the longest window; training
     features add start_positions, end_positions (F,)."""
     arrays = tokenizer.pad([f.encoding for f in features], return_tensors="np")

@@ -85,6 +85,14 @@ def spearman(x: ArrayLike, y: ArrayLike) -> float:
     return pearson(rankdata(a), rankdata(b))
 
 
+def mean_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy of logits (N, C) against class ids (N,), in float64 (a dev loss)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(-1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    return float(-log_probs[np.arange(len(labels)), labels].mean())
+
+
 # ----------------------------------------------------------------------------- per task
 
 # GLUE's metrics per task; "score" is GLUE's task score (the mean where a task has two metrics),

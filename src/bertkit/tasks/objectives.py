@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bertkit.model import BertOutput
 from bertkit.tasks.inference import MODEL_INPUTS, trim_padding
 from bertkit.training.objective import Terms
 
@@ -78,12 +79,8 @@ class SpanObjective:
 
     def __call__(self, model: nn.Module, batch: Mapping[str, Tensor]) -> Terms:
         batch = trim_padding(batch)
-        out = model(**_inputs(batch))
-        start, end = batch["start_positions"].long(), batch["end_positions"].long()  # (B,)
-        loss = (F.cross_entropy(out.start_logits.float(), start, reduction="sum")
-                + F.cross_entropy(out.end_logits.float(), end, reduction="sum")) / 2
-        exact = ((out.start_logits.argmax(-1) == start) & (out.end_logits.argmax(-1) == end)).sum().float()
-        return Terms(losses={"span": loss}, metrics={"span_accuracy": (exact, "span")})
+        both, exact = span_sums(model(**_inputs(batch)), batch)
+        return Terms(losses={"span": both / 2}, metrics={"span_accuracy": (exact, "span")})
 
 
 class NqObjective:
@@ -98,12 +95,19 @@ class NqObjective:
     def __call__(self, model: nn.Module, batch: Mapping[str, Tensor]) -> Terms:
         batch = trim_padding(batch)
         out = model(**_inputs(batch))
-        start, end = batch["start_positions"].long(), batch["end_positions"].long()  # (B,)
+        both, exact = span_sums(out, batch)
         types = batch["answer_types"].long()  # (B,)
-        loss = (F.cross_entropy(out.start_logits.float(), start, reduction="sum")
-                + F.cross_entropy(out.end_logits.float(), end, reduction="sum")
-                + F.cross_entropy(out.logits.float(), types, reduction="sum")) / 3
-        exact = ((out.start_logits.argmax(-1) == start) & (out.end_logits.argmax(-1) == end)).sum().float()
+        loss = (both + F.cross_entropy(out.logits.float(), types, reduction="sum")) / 3
         typed = (out.logits.argmax(-1) == types).sum().float()
         return Terms(losses={"nq": loss},
                      metrics={"span_accuracy": (exact, "nq"), "answer_type_accuracy": (typed, "nq")})
+
+
+def span_sums(out: BertOutput, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """(Σ start CE + Σ end CE, sequences whose start and end are both argmax) over a batch; the
+    gold start_positions / end_positions (B,), the logits out.start_logits / end_logits (B, T)."""
+    start, end = batch["start_positions"].long(), batch["end_positions"].long()
+    both = (F.cross_entropy(out.start_logits.float(), start, reduction="sum")
+            + F.cross_entropy(out.end_logits.float(), end, reduction="sum"))
+    exact = ((out.start_logits.argmax(-1) == start) & (out.end_logits.argmax(-1) == end)).sum().float()
+    return both, exact

@@ -298,8 +298,9 @@ def slash_tags(data: NerData, tags: list[list[str]]) -> str:
 
 def predict_qa(model: nn.Module, tokenizer: BertTokenizer, run: Runner, args: PredictArgs, length: int) -> str:
     """predictions.json, nbest_predictions.json (and v2.0's null_odds.json) in args.output."""
+    from bertkit.tasks.finetune_squad import answer_questions, feature_arrays
     from bertkit.tasks.squad import SquadConfig, create_features, read_squad
-    from bertkit.tasks.squad_predict import compute_predictions, write_predictions
+    from bertkit.tasks.squad_predict import write_predictions
 
     if args.input_format not in ("auto", "squad"):
         raise BertkitError(f"--input-format {args.input_format} does not fit a QA model (squad)")
@@ -311,11 +312,8 @@ def predict_qa(model: nn.Module, tokenizer: BertTokenizer, run: Runner, args: Pr
     if not data.examples:
         raise file_error(args.input, "no questions to answer")
     features = create_features(tokenizer, data.examples, SquadConfig(length, args.doc_stride, args.max_query_length))
-    logits = run(model, tokenizer.pad([f.encoding for f in features], return_tensors="np"),
-                 ["start_logits", "end_logits"])  # 2 x (F, T)
-    a = args.answers
-    predictions = compute_predictions(data.examples, features, logits["start_logits"], logits["end_logits"],
-                                      a.n_best_size, a.max_answer_length, data.version_2, a.null_threshold)
+    predictions = answer_questions(model, run, data.examples, features, feature_arrays(tokenizer, features),
+                                   args.answers, data.version_2)
     args.output.mkdir(parents=True, exist_ok=True)
     write_predictions(args.output, predictions)
     return f"answers to {len(data.examples)} questions in {args.output}"

@@ -32,7 +32,7 @@ from bertkit.training.args import (
 if TYPE_CHECKING:  # torch and the loop are imported when a run starts, not when the CLI parses
     from torch import nn
 
-    from bertkit.training.loop import Trainer, TrainState
+    from bertkit.training.loop import TrainState
 
 PHASES = """\
 two phases, as Google recommends (90% of the steps at length 128, then 10% at 512):
