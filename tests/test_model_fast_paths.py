@@ -84,6 +84,18 @@ def test_unpadded_outputs_equal_the_padded_reference(head):
     assert ref.last_hidden_state[pad].abs().sum() > 0  # the reference computes padding positions
 
 
+def test_hidden_states_are_padded_once_when_read():
+    model = random_model(None).eval()
+    args, _ = mixed_batch(head=None)
+    with torch.no_grad():
+        out = model(*args)
+    states = out.hidden_states
+    assert len(states) == tiny_config().num_hidden_layers + 1
+    assert states[-1] is out.last_hidden_state and states[-1] is states[len(states) - 1]
+    assert [h.shape for h in states[1:]] == [args[0].shape + (out.last_hidden_state.shape[-1],)] * tiny_config().num_hidden_layers
+    assert all(a is b for a, b in zip(states[1:], tuple(states)[1:]))  # padded once, then reused
+
+
 @pytest.mark.parametrize("head", HEADS)
 def test_unpadded_gradients_equal_the_padded_reference(head):
     model = random_model(head).train()  # dropout 0
