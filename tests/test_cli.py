@@ -90,7 +90,7 @@ def test_extract_writes_google_layout(model_dir, tmp_path):
     ids = torch.tensor([[2, 18, 19, 3, 5, 10, 11, 16, 17, 3]])
     types = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1, 1, 1]])
     with torch.no_grad():
-        states = model(ids, types).hidden_states
+        states = model(ids, types, output_hidden_states=True).hidden_states
     for t, feature in enumerate(second):
         for layer in feature["layers"]:
             expected = states[1:][layer["index"]][0, t]

@@ -71,7 +71,7 @@ def test_encoder_matches_transformers(act, hf_act, unpad):
     ids, types, mask = batch()
     with torch.no_grad():
         ref = hf(input_ids=ids, token_type_ids=types, attention_mask=mask, output_hidden_states=True)
-        out = ours(ids, types, mask)
+        out = ours(ids, types, mask, output_hidden_states=True)
     real = mask.bool() if unpad else torch.ones_like(mask, dtype=torch.bool)
     assert len(out.hidden_states) == TINY["num_hidden_layers"] + 1
     for h_ref, h in zip(ref.hidden_states, out.hidden_states):
@@ -131,7 +131,7 @@ def test_qa_matches_transformers():
     ids, types, mask = batch()
     with torch.no_grad():
         ref = hf(input_ids=ids, token_type_ids=types, attention_mask=mask)
-        out = ours(ids, types, mask)
+        out = ours(ids, types, mask, output_hidden_states=True)
     assert_close(out.start_logits[mask.bool()], ref.start_logits[mask.bool()])
     assert_close(out.end_logits[mask.bool()], ref.end_logits[mask.bool()])
 

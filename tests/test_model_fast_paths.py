@@ -1,5 +1,6 @@
 """The model's fast paths against its reference paths: unpadded (packed) execution against the
-padded computation, outputs and gradients of every head; bf16 weights against float32."""
+padded computation, outputs and gradients of every head; bf16 weights against float32; the
+autocast weight copy kept between inference calls."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor
 
 from bertkit.config import BertConfig
-from bertkit.model import HEAD_CLASSES, BertModel, BertOutput, build_model
+from bertkit.model import HEAD_CLASSES, BertModel, BertOutput, Linear, build_model
 
 HEADS = list(HEAD_CLASSES)  # every head, None the bare encoder
 LENGTHS = [1, 13, 5, 9]  # a length-1 sequence and a full-length one (T = 13)
@@ -48,7 +49,7 @@ def mixed_batch(mask: Tensor | None = None, head: str | None = None) -> tuple[tu
         mask = (torch.arange(T)[None] < torch.tensor(LENGTHS)[:, None]).long()
     ids = torch.randint(1, 99, mask.shape, generator=g)
     types = torch.randint(0, 2, mask.shape, generator=g)
-    kwargs = {}
+    kwargs = {"output_hidden_states": True}  # every output compared, each layer's too
     if head == "pretraining":  # slots at real tokens; 0 is a padding slot, as in the data
         kwargs["masked_lm_positions"] = torch.tensor([[0, 0, 0], [3, 12, 7], [4, 2, 0], [8, 1, 5]])
     return (ids, types, mask), kwargs
@@ -57,7 +58,7 @@ def mixed_batch(mask: Tensor | None = None, head: str | None = None) -> tuple[tu
 def at_real_tokens(out: BertOutput, mask: Tensor) -> dict[str, Tensor]:
     """Every output of a head; token-level ones (B, T, ...) at the real tokens only."""
     real = mask.bool()
-    found = {f"hidden_states[{i}]": h[real] for i, h in enumerate(out.hidden_states)}
+    found = {f"hidden_states[{i}]": h[real] for i, h in enumerate(out.hidden_states or ())}
     for name in ("pooled_output", "mlm_logits", "nsp_logits", "logits", "start_logits", "end_logits"):
         value = getattr(out, name)
         if value is not None:
@@ -88,7 +89,7 @@ def test_hidden_states_are_padded_once_when_read():
     model = random_model(None).eval()
     args, _ = mixed_batch(head=None)
     with torch.no_grad():
-        out = model(*args)
+        out = model(*args, output_hidden_states=True)
     states = out.hidden_states
     assert len(states) == tiny_config().num_hidden_layers + 1
     assert states[-1] is out.last_hidden_state and states[-1] is states[len(states) - 1]
@@ -123,9 +124,9 @@ def test_nezha_relative_positions_run_unpadded():
     args, _ = mixed_batch()
     with torch.no_grad():
         set_unpad(model, False)
-        ref = at_real_tokens(model(*args), args[2])
+        ref = at_real_tokens(model(*args, output_hidden_states=True), args[2])
         set_unpad(model, True)
-        fast = at_real_tokens(model(*args), args[2])
+        fast = at_real_tokens(model(*args, output_hidden_states=True), args[2])
     for name in ref:
         torch.testing.assert_close(fast[name], ref[name], rtol=0, atol=1e-5, msg=name)
 
@@ -166,10 +167,10 @@ def test_padding_inside_a_sequence():
     args, _ = mixed_batch(mask)
     with torch.no_grad():
         set_unpad(model, False)
-        ref = at_real_tokens(model(*args), mask)
+        ref = at_real_tokens(model(*args, output_hidden_states=True), mask)
         set_unpad(model, True)
         assert model.layout(args[0], mask).index is not None
-        fast = at_real_tokens(model(*args), mask)
+        fast = at_real_tokens(model(*args, output_hidden_states=True), mask)
     for name in ref:
         torch.testing.assert_close(fast[name], ref[name], rtol=0, atol=1e-5, msg=name)
 
@@ -224,7 +225,7 @@ def test_bf16_weights_on_real_weights():
     batch = tokenizer.pad(tokenizer.encode_batch(texts, max_length=64))
     real = batch["attention_mask"].bool()
     with torch.inference_mode():
-        ref, out = model(**batch), half(**batch)
+        ref, out = model(**batch, output_hidden_states=True), half(**batch, output_hidden_states=True)
     for layer, (h_ref, h) in enumerate(zip(ref.hidden_states, out.hidden_states)):
         assert relative_error(h[real], h_ref[real]) < BF16_TOL, layer
     weights = real[..., None].float()
@@ -232,3 +233,32 @@ def test_bf16_weights_on_real_weights():
     mean = (out.last_hidden_state.float() * weights).sum(1) / weights.sum(1)
     assert torch.nn.functional.cosine_similarity(mean, mean_ref).min() > 0.9995
     assert relative_error(out.pooled_output, ref.pooled_output) < BF16_TOL
+
+
+def test_autocast_inference_reuses_the_weight_copy_until_the_weight_changes():
+    model = random_model("classification").eval()
+    args, _ = mixed_batch()
+    reference = copy.deepcopy(model)
+    for module in reference.modules():  # the same model with plain nn.Linear: autocast casts every call
+        if isinstance(module, Linear):
+            module.__class__ = torch.nn.Linear
+    query = model.bert.encoder.layer[0].attention.self.query
+
+    def logits(m):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return m(*args).logits
+
+    first = logits(model)
+    copy_before = query.__dict__["_autocast_copy"][1]
+    assert torch.equal(first, logits(reference))  # autocast's own values
+    assert logits(model).equal(first) and query.__dict__["_autocast_copy"][1] is copy_before  # reused
+    with torch.no_grad():
+        for m in (model, reference):
+            m.bert.encoder.layer[0].attention.self.query.weight.mul_(-1.5)  # an optimizer-like in-place update
+    changed = logits(model)
+    assert not changed.equal(first) and torch.equal(changed, logits(reference))
+    model.train()
+    assert "_autocast_copy" not in query.__dict__
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.eval()(*args).logits.sum().backward()  # with autograd: plain nn.Linear, gradients flow
+    assert "_autocast_copy" not in query.__dict__ and query.weight.grad is not None

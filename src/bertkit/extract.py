@@ -90,7 +90,7 @@ def extract_features(
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
             batch = tokenizer.pad([encodings[i] for i in idx], return_tensors="pt")
-            out = model(**{k: v.to(device) for k, v in batch.items()})
+            out = model(**{k: v.to(device) for k, v in batch.items()}, output_hidden_states=True)
             encoder_layers = out.hidden_states[1:]  # drop the embedding output, as Google's all_layers
             chosen = torch.stack([encoder_layers[layer] for layer in layers], 1)  # (B, K, T, H)
             chosen = chosen.float().cpu()

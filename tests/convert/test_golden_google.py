@@ -34,6 +34,7 @@ def run(model_dir: Path, hidden_act: str | None, data: dict, unpad: bool = False
             torch.tensor(inputs["segment_ids"]),
             torch.tensor(inputs["input_mask"]),
             masked_lm_positions=torch.tensor(inputs["masked_lm_positions"]),
+            output_hidden_states=True,
         )
 
 

@@ -37,7 +37,7 @@ def test_hidden_states_equal_transformers():
     theirs = transformers.BertModel.from_pretrained(path, attn_implementation="sdpa").eval()
     batch = tokenizer.pad(tokenizer.encode_batch(SENTENCES + real_lines(), max_length=128))
     with torch.no_grad():
-        a = ours(**batch)
+        a = ours(**batch, output_hidden_states=True)
         b = theirs(**batch, output_hidden_states=True)
     real = batch["attention_mask"].bool()
     assert len(a.hidden_states) == len(b.hidden_states) == 7
