@@ -25,6 +25,7 @@ from bertkit.tasks.finetune import add_finetune_command
 from bertkit.tasks.finetune_nq import NqTask, training_features, unknown_markers
 from bertkit.tasks.inference import run_model
 from bertkit.tasks.nq import AnswerType, NqConfig
+from bertkit.tasks.predict import PredictArgs, predict
 from bertkit.tokenizer import load_tokenizer
 
 FILLER = ["the", "a", "river", "town", "was", "is", "old", "near", "of", "and", "hill", "road", "by", "on"]
@@ -137,6 +138,23 @@ def test_the_saved_model_reloads_with_the_nq_head(trained, data):
     results = json.loads((trained / "eval_results.json").read_text())
     assert metrics["mean-best-threshold-f1"] == pytest.approx(results["mean-best-threshold-f1"])
     assert load_model(trained, "qa").qa_outputs.weight.equal(model.qa_outputs.weight)  # the span head alone
+
+
+def test_predict_windows_as_training_did(trained, data, tmp_path):
+    assert load_model(trained, "nq").config.extra["nq"] == {
+        "max_seq_length": 32, "doc_stride": 12, "max_query_length": 8, "max_contexts": MAX_CONTEXTS,
+        "max_position": MAX_POSITION}
+    out = tmp_path / "out" / "predictions.json"
+    predict(PredictArgs(trained, data["dev"], out, batch_size=7, progress=False))
+    ours = json.loads(out.read_text())["predictions"]
+    theirs = json.loads((trained / "predictions.json").read_text())["predictions"]
+    assert len(ours) == len(theirs) == 32
+    for a, b in zip(ours, theirs):
+        assert a.pop("long_answer_score") == pytest.approx(b.pop("long_answer_score"), abs=1e-4)
+        assert a.pop("short_answers_score") == pytest.approx(b.pop("short_answers_score"), abs=1e-4)
+        assert a == b
+    with pytest.raises(BertkitError, match="--output FILE"):
+        predict(PredictArgs(trained, data["dev"], tmp_path, progress=False))
 
 
 def test_training_windows(tiny_model, data):

@@ -76,6 +76,8 @@ def _config_for(ckpt: Checkpoint, head: str | None, overrides: dict[str, Any]) -
     if (head in ("classification", "token_classification") and classifier is not None
             and config.label_names is None and not {"num_labels", "label_names"} & set(overrides)):
         config = config.replace(num_labels=classifier.shape[0])
+    if "extra" in overrides:  # carried keys are added to the checkpoint's, not swapped for them
+        overrides = {**overrides, "extra": {**config.extra, **overrides["extra"]}}
     try:
         return config.replace(**overrides)
     except BertkitError as err:

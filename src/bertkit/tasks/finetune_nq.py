@@ -21,8 +21,9 @@ predictions.json`` scores the same. A --predict file without annotations is only
 
 The markers ([Q], [ContextId=i], [Paragraph=k], ...) are single tokens: the vocabulary's own
 entries, else its [unusedN] tokens in a fixed order that depends on --max-contexts and
---max-position (keep them when predicting with the fine-tuned model); a marker with neither
-becomes [UNK], as in run_nq.py, with a warning.
+--max-position; the fine-tuned model's config keeps them ("nq"), so ``bertkit predict`` windows
+and marks a file as training did. A marker with neither becomes [UNK], as in run_nq.py, with a
+warning.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
 MAIN_METRIC = "mean-best-threshold-f1"
 PREDICTIONS_FILE = "predictions.json"
+CONFIG_KEY = "nq"  # the fine-tuned model's config.extra entry holding its NqConfig (saved_settings)
 
 
 class NqTask:
@@ -68,11 +70,13 @@ class NqTask:
                                                    max_position=config.max_position))
             annotated = annotated or bool(entry.annotations)
         self.features = nq.create_features(tokenizer, self.examples, config)
-        self.inputs = _pad([f.encoding.ids for f in self.features], [f.encoding.type_ids for f in self.features])
+        self.inputs = pad_windows([f.encoding.ids for f in self.features], [f.encoding.type_ids for f in self.features])
         self.gold = read_nq_gold(predict) if annotated else None
 
     def config_overrides(self) -> dict[str, Any]:
-        return {}
+        """The windowing settings go into the model's config: the marker ids depend on them, so
+        ``bertkit predict`` must window as training did."""
+        return {"extra": {CONFIG_KEY: saved_settings(self.config)}}
 
     def check_model(self, model: nn.Module) -> None:
         """The head has one shape; the windows must fit the position table."""
@@ -121,11 +125,11 @@ def training_features(tokenizer: BertTokenizer, path: Path, config: NqConfig, se
         raise BertkitError(f"{path}: no training windows (no example with an answer in its contexts, "
                            "and --include-unknowns keeps none without one)")
     columns = np.asarray(labels, dtype=np.int64)  # (N, 3)
-    return {**_pad(ids, type_ids), "start_positions": columns[:, 0], "end_positions": columns[:, 1],
+    return {**pad_windows(ids, type_ids), "start_positions": columns[:, 0], "end_positions": columns[:, 1],
             "answer_types": columns[:, 2]}
 
 
-def _pad(ids: list, type_ids: list) -> dict[str, np.ndarray]:
+def pad_windows(ids: list, type_ids: list) -> dict[str, np.ndarray]:
     """input_ids, token_type_ids, attention_mask (N, T) int32 from N rows of ids and type ids,
     padded at the end (with 0, [PAD] in BERT's vocabularies) to the longest row."""
     lengths = np.array([len(row) for row in ids])
@@ -143,6 +147,22 @@ def check_length(config: NqConfig, model_config: BertConfig) -> None:
     if config.max_seq_length > model_config.max_position_embeddings:
         raise BertkitError(f"--max-seq-length {config.max_seq_length} is longer than the model's "
                            f"{model_config.max_position_embeddings} positions")
+
+
+def saved_settings(config: NqConfig) -> dict[str, int]:
+    """What a fine-tuned NQ model's config keeps of its NqConfig (training-only fields left out)."""
+    return {"max_seq_length": config.max_seq_length, "doc_stride": config.doc_stride,
+            "max_query_length": config.max_query_length, "max_contexts": config.max_contexts,
+            "max_position": config.max_position}
+
+
+def settings_of(model_config: BertConfig) -> NqConfig:
+    """The NqConfig a model was fine-tuned with (its config's "nq" entry), run_nq.py's defaults
+    for a model that has none (e.g. one converted from Google's BERT-joint checkpoint)."""
+    saved = model_config.extra.get(CONFIG_KEY) or {}
+    if not isinstance(saved, dict) or not set(saved) <= set(saved_settings(NqConfig())):
+        raise BertkitError(f"the model config's {CONFIG_KEY!r} entry is not NQ windowing settings: {saved!r}")
+    return NqConfig(**saved)
 
 
 def unknown_markers(tokenizer: BertTokenizer, config: NqConfig) -> list[str]:

@@ -3,6 +3,7 @@
   bertkit predict --model CLASSIFIER --input texts.txt [--output predictions.jsonl]
   bertkit predict --model NER_MODEL --input sentences.conll [--output tagged.conll]
   bertkit predict --model SQUAD_MODEL --input dev-v1.1.json --output DIR
+  bertkit predict --model NQ_MODEL --input nq-dev.jsonl.gz --output predictions.json
 
 What is read and written follows the model's head (bertkit.json's "head", HF's "architectures";
 --head for a checkpoint that does not say, e.g. a Google fine-tuned classifier):
@@ -23,6 +24,11 @@ token_classification
 qa
   input: a SQuAD v1.1 / v2.0 JSON file; output: the directory --output with predictions.json,
   nbest_predictions.json and, for v2.0, null_odds.json (as Google's run_squad.py writes them).
+nq
+  input: Natural Questions simplified jsonl(.gz); output: the file --output, {"predictions": [...]}
+  in the official format (``bertkit evaluate nq`` scores it), windowed and marked as the model was
+  fine-tuned (its config's "nq" settings; --max-seq-length, --doc-stride and --max-query-length
+  override theirs).
 
 Examples run in batches sorted by length (a progress bar on stderr); without --output the
 classification and tagging output goes to stdout.
@@ -51,9 +57,9 @@ if TYPE_CHECKING:
     from bertkit.tasks.ner import NerData
     from bertkit.tokenizer import BertTokenizer
 
-HEADS = ("classification", "token_classification", "qa")
+HEADS = ("classification", "token_classification", "qa", "nq")
 INPUT_FORMATS = ("auto", "text", "table", "conll", "cluener", "squad")
-DEFAULT_LENGTH = {"classification": 128, "token_classification": 128, "qa": 384}
+DEFAULT_LENGTH = {"classification": 128, "token_classification": 128, "qa": 384, "nq": 512}
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 _HF_HEADS = {"BertForSequenceClassification": "classification", "BertForTokenClassification": "token_classification",
              "BertForQuestionAnswering": "qa"}
@@ -74,8 +80,8 @@ class PredictArgs:
     text_columns: list[str] | None = None  # classification tables: the text column(s)
     lower_case: bool | None = None  # tokenizer casing (default: the checkpoint's)
     device: str | None = None  # default: CUDA when there is one
-    doc_stride: int = 128  # qa: pieces between context windows
-    max_query_length: int = 64  # qa: longer questions keep their first pieces
+    doc_stride: int | None = None  # qa, nq: pieces between context windows (default: 128; nq the model's)
+    max_query_length: int | None = None  # qa, nq: longer questions keep their first pieces (default: 64)
     answers: AnswerArgs = field(default_factory=AnswerArgs)  # qa: n-best size, answer length, null threshold
     progress: bool = True
 
@@ -107,13 +113,19 @@ def predict(args: PredictArgs) -> str:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = model_from_checkpoint(ckpt, head, device=device)
     tokenizer = load_tokenizer(args.model, lower_case=args.lower_case)
-    length = args.max_seq_length or min(DEFAULT_LENGTH[head], model.config.max_position_embeddings)
+    default = DEFAULT_LENGTH[head]
+    if head == "nq":
+        from bertkit.tasks.finetune_nq import settings_of
+
+        default = settings_of(model.config).max_seq_length
+    length = args.max_seq_length or min(default, model.config.max_position_embeddings)
     if not 3 <= length <= model.config.max_position_embeddings:
         raise BertkitError(f"--max-seq-length must be 3..{model.config.max_position_embeddings} "
                            f"(the model's positions), not {length}")
     run = partial(run_model, batch_size=args.batch_size, precision=args.precision, device=device,
                   progress=args.progress, desc="predicting")
-    predictors = {"classification": predict_classification, "token_classification": predict_tags, "qa": predict_qa}
+    predictors = {"classification": predict_classification, "token_classification": predict_tags, "qa": predict_qa,
+                  "nq": predict_nq}
     return predictors[head](model, tokenizer, run, args, length)
 
 
@@ -134,9 +146,7 @@ def model_head(ckpt: Checkpoint, override: str | None = None) -> str:
         heads = [_hf_head(ckpt.path) or "classification"]
     supported = [h for h in heads if h in HEADS]
     if len(supported) != 1:
-        hint = "; its span layer answers SQuAD-format input with --head qa" if "nq" in heads else ""
-        raise file_error(ckpt.path, f"has the heads {heads}: say which to predict with, --head "
-                                    f"{'|'.join(HEADS)}{hint}")
+        raise file_error(ckpt.path, f"has the heads {heads}: say which to predict with, --head {'|'.join(HEADS)}")
     return supported[0]
 
 
@@ -311,12 +321,42 @@ def predict_qa(model: nn.Module, tokenizer: BertTokenizer, run: Runner, args: Pr
     data = read_squad(args.input)
     if not data.examples:
         raise file_error(args.input, "no questions to answer")
-    features = create_features(tokenizer, data.examples, SquadConfig(length, args.doc_stride, args.max_query_length))
+    defaults = SquadConfig()
+    config = SquadConfig(length, args.doc_stride or defaults.doc_stride, args.max_query_length or defaults.max_query_length)
+    features = create_features(tokenizer, data.examples, config)
     predictions = answer_questions(model, run, data.examples, features, feature_arrays(tokenizer, features),
                                    args.answers, data.version_2)
     args.output.mkdir(parents=True, exist_ok=True)
     write_predictions(args.output, predictions)
     return f"answers to {len(data.examples)} questions in {args.output}"
+
+
+def predict_nq(model: nn.Module, tokenizer: BertTokenizer, run: Runner, args: PredictArgs, length: int) -> str:
+    """The official-format predictions.json (args.output) for an NQ jsonl(.gz) file."""
+    from dataclasses import replace
+
+    from bertkit.io import atomic_write_text
+    from bertkit.tasks import nq
+    from bertkit.tasks.finetune_nq import pad_windows, settings_of
+
+    if args.input_format != "auto":
+        raise BertkitError(f"--input-format {args.input_format} does not fit an NQ model (NQ jsonl, read as such)")
+    if args.output is None or args.output.is_dir():
+        raise BertkitError("an NQ model writes one JSON file of predictions: pass --output FILE")
+    saved = settings_of(model.config)
+    config = replace(saved, max_seq_length=length, doc_stride=args.doc_stride or saved.doc_stride,
+                     max_query_length=args.max_query_length or saved.max_query_length)
+    examples = [nq.create_example(e, max_contexts=config.max_contexts, max_position=config.max_position)
+                for e in nq.iter_nq(args.input)]
+    if not examples:
+        raise file_error(args.input, "no NQ examples to answer")
+    features = nq.create_features(tokenizer, examples, config)
+    inputs = pad_windows([f.encoding.ids for f in features], [f.encoding.type_ids for f in features])
+    out = run(model, inputs, ["start_logits", "end_logits", "logits"])
+    predictions = nq.compute_predictions(examples, features, out["start_logits"], out["end_logits"], out["logits"],
+                                         args.answers.n_best_size, args.answers.max_answer_length)
+    atomic_write_text(args.output, json.dumps({"predictions": predictions}) + "\n")
+    return f"answers to {len(examples)} NQ examples in {args.output}"
 
 
 # ----------------------------------------------------------------------------- command line
@@ -330,7 +370,8 @@ def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, type=Path, metavar="PATH", help="a fine-tuned checkpoint directory")
     p.add_argument("--input", required=True, type=Path, metavar="FILE")
-    p.add_argument("--output", type=Path, metavar="PATH", help="the output file (default: stdout); qa: a directory")
+    p.add_argument("--output", type=Path, metavar="PATH",
+                   help="the output file (default: stdout); qa: a directory; nq: a JSON file")
     p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="default: %(default)s")
     p.add_argument("--max-seq-length", type=int, help="pieces per input (default: 128; qa 384)")
@@ -346,9 +387,9 @@ def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
                       help="keep case and accents (default: from the checkpoint/vocab)")
     case.add_argument("--uncased", dest="lower_case", action="store_true", help="lower-case and strip accents")
     q, a = SquadConfig(), AnswerArgs()
-    g = p.add_argument_group("qa")
-    g.add_argument("--doc-stride", type=int, default=q.doc_stride, help="default: %(default)s")
-    g.add_argument("--max-query-length", type=int, default=q.max_query_length, help="default: %(default)s")
+    g = p.add_argument_group("qa and nq")
+    g.add_argument("--doc-stride", type=int, help=f"default: {q.doc_stride}; nq: the model's")
+    g.add_argument("--max-query-length", type=int, help=f"default: {q.max_query_length}; nq: the model's")
     g.add_argument("--n-best-size", type=int, default=a.n_best_size, help="default: %(default)s")
     g.add_argument("--max-answer-length", type=int, default=a.max_answer_length, help="default: %(default)s")
     g.add_argument("--null-score-diff-threshold", type=float, default=a.null_threshold,
