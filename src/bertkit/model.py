@@ -48,7 +48,8 @@ class Linear(nn.Linear):
 
     Autocast casts every weight to bfloat16 at every call (its own cache lasts one autocast
     context, and callers open one per batch): for BERT-base that is 85 M parameters read and
-    written per forward, about 15% of a bf16 forward of 16 × 128 tokens on this 2-core CPU.
+    written per forward. Keeping the copy took a bf16 forward of 16 × 128 tokens from 0.98× to
+    1.04× transformers' speed on a 2-core CPU, for 2 bytes a weight of memory.
     Without autograd, the copy is kept on the module until the weight or bias changes (version
     counter, storage, dtype) or the module is put in training mode; the values are autocast's own,
     so outputs are unchanged. With autograd on, or under torch.compile, this is nn.Linear.
