@@ -158,7 +158,7 @@ def run_transformers(task, n_train: int, seed: int, args: argparse.Namespace) ->
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-        run = lambda m, f, o, **kw: run_model(m, f, o, batch_size=args.eval_batch_size, precision=args.precision, **kw)  # noqa: E731
+        run = lambda m, f, o, **kw: run_model(m, f, o, batch_size=args.eval_batch_size, precision=args.precision, **kw)
         metrics, _ = task.evaluate(model, run)
         if best is None or metrics[task.main_metric] > best[task.main_metric]:
             best = metrics
