@@ -64,13 +64,7 @@ class NqTask:
     def __init__(self, tokenizer: BertTokenizer, train: Path, predict: Path, config: NqConfig, seed: int = 0) -> None:
         self.config = config
         self.train = training_features(tokenizer, train, config, seed)
-        self.examples, annotated = [], False
-        for entry in nq.iter_nq(predict):
-            self.examples.append(nq.create_example(entry, max_contexts=config.max_contexts,
-                                                   max_position=config.max_position))
-            annotated = annotated or bool(entry.annotations)
-        self.features = nq.create_features(tokenizer, self.examples, config)
-        self.inputs = pad_windows([f.encoding.ids for f in self.features], [f.encoding.type_ids for f in self.features])
+        self.examples, self.features, self.inputs, annotated = prediction_windows(tokenizer, predict, config)
         self.gold = read_nq_gold(predict) if annotated else None
 
     def config_overrides(self) -> dict[str, Any]:
@@ -93,9 +87,7 @@ class NqTask:
     def evaluate(self, model: nn.Module, run: Runner) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """nq_eval's numbers and their long/short mean (without gold: none); the predictions in
         nq_eval's format, one per --predict example."""
-        out = run(model, self.inputs, ["start_logits", "end_logits", "logits"], desc="evaluating nq")
-        predictions = nq.compute_predictions(self.examples, self.features, out["start_logits"], out["end_logits"],
-                                             out["logits"])
+        predictions = predict_windows(model, run, self.examples, self.features, self.inputs, desc="evaluating nq")
         if self.gold is None:
             return {}, predictions
         scores = evaluate_nq(self.gold, read_nq_predictions({"predictions": predictions}))
@@ -108,6 +100,27 @@ class NqTask:
         path = out / PREDICTIONS_FILE
         atomic_write_text(path, json.dumps({"predictions": dev_predictions}) + "\n")
         return [path]
+
+
+def prediction_windows(tokenizer: BertTokenizer, path: Path, config: NqConfig
+                       ) -> tuple[list[nq.NqExample], list[nq.NqFeature], dict[str, np.ndarray], bool]:
+    """An NQ file's examples, their windows, the padded model inputs, and whether it is annotated."""
+    examples, annotated = [], False
+    for entry in nq.iter_nq(path):
+        examples.append(nq.create_example(entry, max_contexts=config.max_contexts, max_position=config.max_position))
+        annotated = annotated or bool(entry.annotations)
+    features = nq.create_features(tokenizer, examples, config)
+    inputs = pad_windows([f.encoding.ids for f in features], [f.encoding.type_ids for f in features])
+    return examples, features, inputs, annotated
+
+
+def predict_windows(model: nn.Module, run: Runner, examples: list[nq.NqExample], features: list[nq.NqFeature],
+                    inputs: dict[str, np.ndarray], n_best_size: int = 10, max_answer_length: int = 30,
+                    **run_options: Any) -> list[dict[str, Any]]:
+    """run_nq.py's predictions (official format) from the model's logits on the windows."""
+    out = run(model, inputs, ["start_logits", "end_logits", "logits"], **run_options)
+    return nq.compute_predictions(examples, features, out["start_logits"], out["end_logits"], out["logits"],
+                                  n_best_size, max_answer_length)
 
 
 def training_features(tokenizer: BertTokenizer, path: Path, config: NqConfig, seed: int = 0) -> dict[str, np.ndarray]:

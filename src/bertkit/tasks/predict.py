@@ -336,8 +336,11 @@ def predict_nq(model: nn.Module, tokenizer: BertTokenizer, run: Runner, args: Pr
     from dataclasses import replace
 
     from bertkit.io import atomic_write_text
-    from bertkit.tasks import nq
-    from bertkit.tasks.finetune_nq import pad_windows, settings_of
+    from bertkit.tasks.finetune_nq import (
+        predict_windows,
+        prediction_windows,
+        settings_of,
+    )
 
     if args.input_format != "auto":
         raise BertkitError(f"--input-format {args.input_format} does not fit an NQ model (NQ jsonl, read as such)")
@@ -346,15 +349,11 @@ def predict_nq(model: nn.Module, tokenizer: BertTokenizer, run: Runner, args: Pr
     saved = settings_of(model.config)
     config = replace(saved, max_seq_length=length, doc_stride=args.doc_stride or saved.doc_stride,
                      max_query_length=args.max_query_length or saved.max_query_length)
-    examples = [nq.create_example(e, max_contexts=config.max_contexts, max_position=config.max_position)
-                for e in nq.iter_nq(args.input)]
+    examples, features, inputs, _ = prediction_windows(tokenizer, args.input, config)
     if not examples:
         raise file_error(args.input, "no NQ examples to answer")
-    features = nq.create_features(tokenizer, examples, config)
-    inputs = pad_windows([f.encoding.ids for f in features], [f.encoding.type_ids for f in features])
-    out = run(model, inputs, ["start_logits", "end_logits", "logits"])
-    predictions = nq.compute_predictions(examples, features, out["start_logits"], out["end_logits"], out["logits"],
-                                         args.answers.n_best_size, args.answers.max_answer_length)
+    predictions = predict_windows(model, run, examples, features, inputs, n_best_size=args.answers.n_best_size,
+                                  max_answer_length=args.answers.max_answer_length)
     atomic_write_text(args.output, json.dumps({"predictions": predictions}) + "\n")
     return f"answers to {len(examples)} NQ examples in {args.output}"
 
