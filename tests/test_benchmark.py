@@ -63,14 +63,15 @@ def test_encoder_flops_weight_products_match_torch_flop_counter():
 # --- workloads --------------------------------------------------------------------------------
 
 
-def test_variable_length_pretraining_batch():
-    spec = BenchSpec(mode="train", lengths="var", batch_size=16)
+@pytest.mark.parametrize(("workload", "shortest", "longest", "slots"), [("var", 20, 128, 20), ("short", 5, 32, 5)])
+def test_variable_length_pretraining_batch(workload, shortest, longest, slots):
+    spec = BenchSpec(mode="train", lengths=workload, batch_size=16)
     batch = make_batch(spec, TINY.vocab_size, index=3)
     lengths = batch["attention_mask"].sum(1)
-    assert 20 <= lengths.min() and lengths.max() <= 128
+    assert shortest <= lengths.min() and lengths.max() <= longest
     assert batch["input_ids"].shape[1] == lengths.max()  # padded to the batch's longest
     assert torch.equal(make_batch(spec, TINY.vocab_size, index=3)["input_ids"], batch["input_ids"])
-    assert batch["masked_lm_positions"].shape[1] == 20  # ceil(15% of 128)
+    assert batch["masked_lm_positions"].shape[1] == slots  # ceil(15% of the longest)
     for row, n in enumerate(lengths.tolist()):
         real = batch["masked_lm_weights"][row] > 0
         positions = batch["masked_lm_positions"][row][real]

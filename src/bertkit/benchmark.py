@@ -4,6 +4,8 @@ The one measurement behind ``bertkit benchmark`` and ``benchmarks/speed_suite.py
 
 * workloads (``LENGTHS``): ``fixed``, every sequence 128 real tokens; ``var``, lengths uniform in
   20..128, each batch padded to its longest (as transformers users pad); ``squad``, 384, full;
+  ``short``, lengths uniform in 5..32, padded per batch: single sentences as in CoLA and SST-2
+  (median 10 and 13 word pieces);
 * ``infer``: the bare encoder (BertModel) under ``inference_mode``. ``train``: BertForPreTraining,
   masked LM at 15% of each sequence's positions plus next sentence, forward + backward + AdamW step.
   bertkit runs its MLM head at the masked positions only (``masked_lm_positions``, through the
@@ -56,7 +58,7 @@ from bertkit.model import build_model
 from bertkit.training.objective import PretrainingObjective, normalize
 from bertkit.training.optim import param_groups
 
-LENGTHS = {"fixed": (128, 128), "var": (20, 128), "squad": (384, 384)}  # (shortest, longest) real length
+LENGTHS = {"fixed": (128, 128), "var": (20, 128), "squad": (384, 384), "short": (5, 32)}  # (shortest, longest) real length
 MODES = ("infer", "train")
 PRECISIONS = ("fp32", "bf16", "bf16-weights")
 MASKED_LM_PROB = 0.15  # share of each sequence's tokens the MLM head predicts

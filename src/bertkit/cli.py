@@ -189,8 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint directory (any format) or preset name (random weights)")
     p.add_argument("--mode", choices=("infer", "train"), default="infer",
                    help="encoder forward, or pretraining step: MLM+NSP forward, backward, AdamW (default: infer)")
-    p.add_argument("--lengths", choices=("fixed", "var", "squad"), default="fixed",
-                   help="128 tokens; 20-128 padded per batch; 384 (default: fixed)")
+    p.add_argument("--lengths", choices=("fixed", "var", "squad", "short"), default="fixed",
+                   help="128 tokens; 20-128 padded per batch; 384; 5-32 padded per batch, single sentences "
+                        "as in CoLA/SST-2 (default: fixed)")
     p.add_argument("--precision", choices=("fp32", "bf16", "bf16-weights"), default="fp32",
                    help="bf16: autocast; bf16-weights: weights cast to bfloat16, infer only (default: fp32)")
     p.add_argument("--against", choices=("transformers",), help="also time transformers on the same weights")
