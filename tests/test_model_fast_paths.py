@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import Tensor
 
+import bertkit.model as model_module
 from bertkit.config import BertConfig
 from bertkit.model import HEAD_CLASSES, BertModel, BertOutput, Linear, build_model
 
@@ -66,8 +67,16 @@ def at_real_tokens(out: BertOutput, mask: Tensor) -> dict[str, Tensor]:
     return found
 
 
+@pytest.fixture(params=["one_by_one", "masked"])
+def attention_route(request, monkeypatch):
+    """Both CPU routes of packed attention, whatever the batch's width: one SDPA call per sequence,
+    and one masked SDPA over q, k, v padded back (the route of narrow batches and of GPUs)."""
+    monkeypatch.setattr(model_module, "PER_SEQUENCE_FROM", 0 if request.param == "one_by_one" else 10 ** 9)
+    return request.param
+
+
 @pytest.mark.parametrize("head", HEADS)
-def test_unpadded_outputs_equal_the_padded_reference(head):
+def test_unpadded_outputs_equal_the_padded_reference(head, attention_route):
     model = random_model(head).eval()
     args, kwargs = mixed_batch(head=head)
     mask = args[2]
@@ -98,7 +107,7 @@ def test_hidden_states_are_padded_once_when_read():
 
 
 @pytest.mark.parametrize("head", HEADS)
-def test_unpadded_gradients_equal_the_padded_reference(head):
+def test_unpadded_gradients_equal_the_padded_reference(head, attention_route):
     model = random_model(head).train()  # dropout 0
     args, kwargs = mixed_batch(head=head)
     grads = {}
@@ -131,8 +140,9 @@ def test_nezha_relative_positions_run_unpadded():
         torch.testing.assert_close(fast[name], ref[name], rtol=0, atol=1e-5, msg=name)
 
 
-def test_packed_attention_routes_agree():
+def test_packed_attention_routes_agree(monkeypatch):
     """Packed attention one sequence at a time (CPU) equals padding back for one masked SDPA (GPU)."""
+    monkeypatch.setattr(model_module, "PER_SEQUENCE_FROM", 0)
     model = random_model(None).eval()
     (ids, _, mask), _ = mixed_batch()
     layout = model.layout(ids, mask)
@@ -142,6 +152,18 @@ def test_packed_attention_routes_agree():
     with torch.no_grad():
         one_by_one, batched = attention(x, layout), attention(x, dataclasses.replace(layout, lengths=None))
     torch.testing.assert_close(one_by_one, batched, rtol=0, atol=1e-5)
+
+
+def test_narrow_batches_attend_in_one_masked_call():
+    """On CPU, packed batches narrower than PER_SEQUENCE_FROM pad q, k, v back for one SDPA call
+    (per-call overhead outweighs the padding there); wider ones attend one sequence at a time."""
+    model = random_model(None).eval()
+    for width, per_sequence in ((model_module.PER_SEQUENCE_FROM - 1, False), (model_module.PER_SEQUENCE_FROM, True)):
+        mask = torch.ones(3, width, dtype=torch.long)
+        mask[1, width // 2:] = 0
+        layout = model.layout(torch.ones_like(mask), mask)
+        assert layout.index is not None  # packed either way
+        assert layout.lengths == ([width, width // 2, width] if per_sequence else None), width
 
 
 def test_which_batches_run_packed():
@@ -156,7 +178,7 @@ def test_which_batches_run_packed():
     assert model.layout(ids, mask).index is None
 
 
-def test_padding_inside_a_sequence():
+def test_padding_inside_a_sequence(attention_route):
     """A mask with holes packs too: positions stay those of the padded layout."""
     model = random_model(None).eval()
     mask = torch.ones(3, T, dtype=torch.long)

@@ -57,6 +57,7 @@ from bertkit.errors import BertkitError
 from bertkit.model import build_model
 from bertkit.training.objective import PretrainingObjective, normalize
 from bertkit.training.optim import param_groups
+from bertkit.training.precision import native_bf16, warn_slow_bf16
 
 LENGTHS = {"fixed": (128, 128), "var": (20, 128), "squad": (384, 384), "short": (5, 32)}  # (shortest, longest) real length
 MODES = ("infer", "train")
@@ -447,6 +448,8 @@ def run_benchmark(model: str, specs: Sequence[BenchSpec], *, against: str | None
         if threads < 1:
             raise BertkitError(f"--threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
+    if any(spec.precision != "fp32" for spec in specs):
+        warn_slow_bf16(dev.type)
     report = _environment(model, dev, against)
     for head in dict.fromkeys(spec.head for spec in specs):  # one model load per head, in first-use order
         group = [spec for spec in specs if spec.head == head]
@@ -531,6 +534,8 @@ def _config_summary(config: BertConfig) -> dict[str, int]:
 
 def _environment(model: str, device: torch.device, against: str | None) -> dict[str, Any]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    if device.type == "cpu":  # the kernels torch picks, and whether bf16 has hardware behind it
+        name += f", {torch.backends.cpu.get_cpu_capability()}" + ("" if native_bf16(device) else ", no native bf16")
     versions = {"torch": torch.__version__, "python": platform.python_version()}
     if against:
         versions["transformers"] = require_transformers().__version__

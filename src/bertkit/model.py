@@ -104,6 +104,13 @@ class BertEmbeddings(nn.Module):
 
 # --- encoder ----------------------------------------------------------------------------------
 
+# On CPU, packed batches at least this wide (T) attend one sequence at a time; narrower ones pad q,
+# k, v back for one masked SDPA call, where B calls cost more than the padding. Measured with
+# benchmarks/packed_attention.py (MiniLM L-6 H-384, 32 sequences of 5..T tokens, fp32, 2 cores):
+# training, per sequence / one masked call = 1.31 at T 16, 1.10 at 32, 0.95 at 48, 0.83 at 128;
+# inference 1.00-1.06 up to 48, 0.89 at 128.
+PER_SEQUENCE_FROM = 40
+
 
 @dataclass
 class Layout:
@@ -191,9 +198,10 @@ class BertSelfAttention(nn.Module):
 
     Fast path: torch's fused scaled_dot_product_attention. Relative positions (NEZHA) need the
     attention probabilities themselves, so they take the explicit path. Packed tokens (Layout)
-    attend one sequence at a time on CPU: no padding is computed at all, and that beat one
-    masked SDPA over the re-padded batch by 10% in inference and 20% in training (BERT-base,
-    32 sequences of 20–128 tokens, bf16, one thread); on a GPU, B small kernels would cost more
+    attend one sequence at a time on CPU when the batch is at least PER_SEQUENCE_FROM wide: no
+    padding is computed at all, and that beat one masked SDPA over the re-padded batch by 10% in
+    inference and 20% in training (BERT-base, 32 sequences of 20–128 tokens, bf16, one thread);
+    narrower batches (single sentences) take the masked call; on a GPU, B small kernels would cost more
     in launches than the padding does, so packed tokens are padded back for one masked SDPA.
     Jagged nested tensors are no alternative on CPU: SDPA on them ran 15× slower than that, and
     they cannot be made under inference_mode (torch 2.13).
@@ -377,7 +385,7 @@ class BertModel(nn.Module):
         if not self.unpad or not bool(keys[:, 0].all()):
             return Layout(B, T, mask, rel=rel)
         index = keys.flatten().nonzero().squeeze(1)
-        one_by_one = input_ids.device.type == "cpu" and rel is None  # see BertSelfAttention
+        one_by_one = input_ids.device.type == "cpu" and rel is None and T >= PER_SEQUENCE_FROM  # see BertSelfAttention
         return Layout(B, T, mask, index, keys.sum(1).tolist() if one_by_one else None, rel)
 
 

@@ -195,3 +195,57 @@ def test_out_of_memory_probe():
     assert "largest micro-batch that fits is 8: use --micro-batch-size 8 (gradient accumulation 6 keeps " \
            "the global batch of 96)" in message
     assert "not even a micro-batch of 1" in oom_advice(micro=4, best=None, batch_size=8, world_size=1)
+
+
+# --- fp16 dynamic loss scaling: the GPU path's logic, run on the CPU ---------------------------
+
+
+@pytest.fixture
+def fp16_on_cpu(monkeypatch):
+    """Let the loop run fp16 on CPU (torch's CPU autocast and GradScaler do fp16): the refusal is
+    a speed rule, the scaling logic is the same code a GPU runs."""
+    monkeypatch.setattr(loop_module, "check_precision", lambda precision, device: None)
+
+
+def test_fp16_loss_scaling_learns_and_logs_the_scale(make_trainer, tmp_path, fp16_on_cpu):
+    trainer = make_trainer(steps=6, precision="fp16")
+    assert trainer.scaler is not None
+    trainer.fit()
+    rows = read_metrics(tmp_path / "run")
+    assert all("loss_scale" in r and r["loss_scale"] > 0 for r in rows)
+    assert rows[-1]["loss"] < rows[0]["loss"]
+
+
+def test_fp16_overflow_skips_the_update_and_halves_the_scale(make_trainer, tmp_path, fp16_on_cpu):
+    trainer = make_trainer(steps=1, warmup=0, precision="fp16")
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 120)  # the scaled loss overflows
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    assert trainer.scaler.get_scale() == 2.0 ** 119
+    assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in before.items())
+    assert read_metrics(tmp_path / "run")[0]["loss_scale"] == 2.0 ** 119
+
+
+def test_fp16_resume_restores_the_scaler(make_trainer, tmp_path, fp16_on_cpu, monkeypatch):
+    """Crash after step 3 (checkpoint at 2), resume: the scale grown every step comes back too."""
+    def scaled(trainer):
+        trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=1)
+        return trainer
+
+    whole = scaled(make_trainer(steps=4, precision="fp16", save_every=2, out=tmp_path / "whole"))
+    whole.fit()
+
+    def crash_after(event, step):
+        if (event, step) == ("step", 3):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop_module, "kill_hook", crash_after)
+    with pytest.raises(KeyboardInterrupt):
+        scaled(make_trainer(steps=4, precision="fp16", save_every=2, out=tmp_path / "cut")).fit()
+    monkeypatch.undo()
+    monkeypatch.setattr(loop_module, "check_precision", lambda precision, device: None)
+    resumed = make_trainer(steps=4, precision="fp16", save_every=2, out=tmp_path / "cut")  # default scale 2^16
+    resumed.resume(latest_checkpoint(tmp_path / "cut"))
+    resumed.fit()
+    assert resumed.scaler.get_scale() == whole.scaler.get_scale() == 2.0 ** 14
+    assert untimed(tmp_path / "cut") == untimed(tmp_path / "whole")
