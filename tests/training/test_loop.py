@@ -197,6 +197,29 @@ def test_out_of_memory_probe():
     assert "not even a micro-batch of 1" in oom_advice(micro=4, best=None, batch_size=8, world_size=1)
 
 
+class MemoryLimitedObjective(PretrainingObjective):
+    """Pretraining that runs out of memory on micro-batches of more than ``fits`` sequences."""
+
+    def __init__(self, fits: int) -> None:
+        self.fits = fits
+
+    def __call__(self, model, batch) -> Terms:
+        if len(batch["input_ids"]) > self.fits:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return super().__call__(model, batch)
+
+
+def test_out_of_memory_stops_with_the_micro_batch_that_fits(make_trainer):
+    """The whole path on CPU: the step fails, the loop probes smaller micro-batches of the failed
+    batch, and stops with one message naming the largest that fits and the accumulation to use."""
+    trainer = make_trainer(steps=3, batch=16, objective=MemoryLimitedObjective(fits=5))
+    with pytest.raises(BertkitError) as caught:
+        trainer.fit()
+    assert str(caught.value).startswith("out of GPU memory with --micro-batch-size 16 (global batch 16")
+    assert "largest micro-batch that fits is 4: use --micro-batch-size 4 (gradient accumulation 4" in str(caught.value)
+    assert trainer.state.step == 0
+
+
 # --- fp16 dynamic loss scaling: the GPU path's logic, run on the CPU ---------------------------
 
 

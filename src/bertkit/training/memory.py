@@ -3,7 +3,8 @@
 When a step runs out of memory the loop probes smaller micro-batches (forward and backward only,
 no update) by binary search over the sizes that divide a rank's share of the global batch, then
 stops with a message naming the largest that fits and the gradient accumulation that keeps the
-global batch. Probing needs a GPU; the search and the message are plain functions.
+global batch. The search and the message are plain functions; tests drive the whole path on CPU
+with a simulated out-of-memory error.
 """
 
 from __future__ import annotations
