@@ -262,11 +262,11 @@ def test_fp16_resume_restores_the_scaler(make_trainer, tmp_path, fp16_on_cpu, mo
         if (event, step) == ("step", 3):
             raise KeyboardInterrupt
 
+    real_kill_hook = loop_module.kill_hook
     monkeypatch.setattr(loop_module, "kill_hook", crash_after)
     with pytest.raises(KeyboardInterrupt):
         scaled(make_trainer(steps=4, precision="fp16", save_every=2, out=tmp_path / "cut")).fit()
-    monkeypatch.undo()
-    monkeypatch.setattr(loop_module, "check_precision", lambda precision, device: None)
+    monkeypatch.setattr(loop_module, "kill_hook", real_kill_hook)  # fp16_on_cpu stays in force
     resumed = make_trainer(steps=4, precision="fp16", save_every=2, out=tmp_path / "cut")  # default scale 2^16
     resumed.resume(latest_checkpoint(tmp_path / "cut"))
     resumed.fit()
