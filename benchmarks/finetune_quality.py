@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bertkit.benchmark import _cpu_name
+from bertkit.benchmark import cpu_name
 from bertkit.convert.load import load_model
 from bertkit.io import atomic_write_text
 from bertkit.tasks.finetune import FinetuneArgs, run_finetune
@@ -247,7 +247,7 @@ def recipe(args: argparse.Namespace, task: str) -> dict:
 
 
 def machine() -> dict:
-    return {"cpu": f"{_cpu_name()}, {torch.backends.cpu.get_cpu_capability()}", "cores": torch.get_num_threads(),
+    return {"cpu": f"{cpu_name()}, {torch.backends.cpu.get_cpu_capability()}", "cores": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version()}
 
 
@@ -263,7 +263,12 @@ def stored_run(directory: Path | None, task: str, seed: int, side: str, wanted: 
     path = run_path(directory, task, seed, side) if directory else None
     if path is None or not path.is_file():
         return None
-    run = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SystemExit(f"{path}: not a stored run ({e}); delete it to run it again")
+    if not isinstance(run, dict) or not isinstance(run.get("metrics"), dict):
+        raise SystemExit(f"{path}: not a stored run (no metrics object); delete it to run it again")
     return run if run.get("recipe") == wanted else None
 
 
@@ -326,8 +331,8 @@ def main() -> None:
             results[name] = summarize(name, runs)
     print_table(results)
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()
-                                                  if k != "lr"}, "results": results}, indent=2))
+        atomic_write_text(args.json, json.dumps({"args": {k: str(v) for k, v in vars(args).items()
+                                                        if k != "lr"}, "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

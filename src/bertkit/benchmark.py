@@ -533,7 +533,7 @@ def _config_summary(config: BertConfig) -> dict[str, int]:
 
 
 def _environment(model: str, device: torch.device, against: str | None) -> dict[str, Any]:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     if device.type == "cpu":  # the kernels torch picks, and whether bf16 has hardware behind it
         name += f", {torch.backends.cpu.get_cpu_capability()}" + ("" if native_bf16(device) else ", no native bf16")
     versions = {"torch": torch.__version__, "python": platform.python_version()}
@@ -543,7 +543,7 @@ def _environment(model: str, device: torch.device, against: str | None) -> dict[
             "threads": torch.get_num_threads(), "versions": versions, "results": []}
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
     except OSError:
