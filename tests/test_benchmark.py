@@ -152,11 +152,22 @@ def test_benchmark_table_against_transformers():
     assert "outputs agreed on real tokens" in result.stdout
 
 
+def test_benchmark_compiled_against_transformers(tiny_dir):
+    """--compile times bertkit's compiled encoder, after checking it against transformers."""
+    result = bertkit("benchmark", "--model", str(tiny_dir), "--compile", "--lengths", "var", "--against",
+                     "transformers", "--repeats", "2", "--batch-size", "4", "--threads", "1", "--no-memory", "--json")
+    assert result.returncode == 0, result.stderr
+    (run,) = json.loads(result.stdout)["results"]
+    assert run["compile"] is True and 0 <= run["max_relative_difference"] <= TOLERANCE["fp32"]
+    assert run["speedup"] > 0
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--model", "/no/such/model"], "/no/such/model: no such checkpoint directory"),
     (["--model", "tiny", "--repeats", "0"], "--repeats must be at least 1"),
     (["--model", "tiny", "--mode", "train", "--precision", "bf16-weights"], "bf16-weights is for inference"),
     (["--model", "tiny", "--device", "tpu"], "unknown device"),
+    (["--model", "tiny", "--mode", "train", "--compile"], "--compile is for inference"),
 ])
 def test_bad_input_is_a_one_line_error(args, fragment):
     result = bertkit("benchmark", *args)

@@ -146,7 +146,7 @@ def test_packed_attention_routes_agree(monkeypatch):
     model = random_model(None).eval()
     (ids, _, mask), _ = mixed_batch()
     layout = model.layout(ids, mask)
-    assert layout.lengths == LENGTHS
+    assert layout.lengths.tolist() == LENGTHS
     attention = model.encoder.layer[1].attention.self
     x = torch.randn(sum(LENGTHS), 32)
     with torch.no_grad():
@@ -163,7 +163,8 @@ def test_narrow_batches_attend_in_one_masked_call():
         mask[1, width // 2:] = 0
         layout = model.layout(torch.ones_like(mask), mask)
         assert layout.index is not None  # packed either way
-        assert layout.lengths == ([width, width // 2, width] if per_sequence else None), width
+        lengths = None if layout.lengths is None else layout.lengths.tolist()
+        assert lengths == ([width, width // 2, width] if per_sequence else None), width
 
 
 def test_which_batches_run_packed():
@@ -284,3 +285,26 @@ def test_autocast_inference_reuses_the_weight_copy_until_the_weight_changes():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model.eval()(*args).logits.sum().backward()  # with autograd: plain nn.Linear, gradients flow
     assert "_autocast_copy" not in query.__dict__ and query.weight.grad is not None
+
+
+# --- compiled for inference -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("per_sequence_from", [0, 10**6], ids=["per-sequence", "masked"])
+def test_compiled_encoder_agrees_and_compiles_once_per_route(monkeypatch, per_sequence_from):
+    """compile_for_inference gives the eager outputs, on packed batches of new lengths without
+    compiling again (the per-sequence attention is one opaque operator)."""
+    monkeypatch.setattr(model_module, "PER_SEQUENCE_FROM", per_sequence_from)
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    eager = random_model("classification").eval()
+    compiled = model_module.compile_for_inference(copy.deepcopy(eager))
+    masks = [(torch.arange(T)[None] < torch.tensor(lengths)[:, None]).long()
+             for lengths in (LENGTHS, [13, 2, 7, 11, 4], [3, 13, 8])]
+    counters.clear()
+    with torch.inference_mode():
+        for mask in masks:
+            args, _ = mixed_batch(mask)
+            torch.testing.assert_close(compiled(*args).logits, eager(*args).logits, rtol=1e-4, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] == 1  # one encoder graph for all three batches

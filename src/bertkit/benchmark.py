@@ -54,7 +54,7 @@ from bertkit.config import BertConfig, preset
 from bertkit.convert.checkpoint import export_hf, save_bertkit
 from bertkit.convert.load import load_model
 from bertkit.errors import BertkitError
-from bertkit.model import build_model
+from bertkit.model import build_model, compile_for_inference
 from bertkit.training.objective import PretrainingObjective, normalize
 from bertkit.training.optim import param_groups
 from bertkit.training.precision import native_bf16, warn_slow_bf16
@@ -81,6 +81,7 @@ class BenchSpec:
     repeats: int = 3  # timed batches per implementation
     warmup: int = 1  # untimed batches per implementation before those
     seed: int = 0  # a batch is a function of (seed, its index)
+    compile: bool = False  # infer: bertkit's encoder compiled with frozen weights (compile_for_inference)
 
     def __post_init__(self) -> None:
         for name, known in (("mode", MODES), ("lengths", tuple(LENGTHS)), ("precision", PRECISIONS)):
@@ -88,6 +89,8 @@ class BenchSpec:
                 raise BertkitError(f"unknown {name} {getattr(self, name)!r} (known: {', '.join(known)})")
         if self.mode == "train" and self.precision == "bf16-weights":
             raise BertkitError("precision bf16-weights is for inference; train with bf16 (autocast)")
+        if self.mode == "train" and self.compile:
+            raise BertkitError("--compile is for inference (compiled training: bertkit pretrain --compile)")
         for name, least in (("batch_size", 1), ("repeats", 1), ("warmup", 0)):
             if getattr(self, name) < least:
                 raise BertkitError(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(self, name)}")
@@ -240,11 +243,14 @@ def _load_saved(impl: str, directory: Path, head: str | None) -> nn.Module:
     return load_model(directory, head) if impl == "bertkit" else load_transformers(directory, head)
 
 
-def prepare(model: nn.Module, spec: BenchSpec, device: torch.device) -> nn.Module:
-    """The module to time: a fresh copy for training (the steps change it) and for bfloat16 weights."""
-    if spec.mode == "train" or spec.precision == "bf16-weights":
+def prepare(impl: str, model: nn.Module, spec: BenchSpec, device: torch.device) -> nn.Module:
+    """The module to time: a fresh copy for training (the steps change it), for bfloat16 weights
+    and for bertkit compiled (which freezes the weights it holds into the compiled code)."""
+    compiled = spec.compile and impl == "bertkit"
+    if spec.mode == "train" or spec.precision == "bf16-weights" or compiled:
         model = copy.deepcopy(model)
-    return model.to(device=device, dtype=torch.bfloat16 if spec.precision == "bf16-weights" else None)
+    model = model.to(device=device, dtype=torch.bfloat16 if spec.precision == "bf16-weights" else None)
+    return compile_for_inference(model) if compiled else model
 
 
 def _autocast(spec: BenchSpec, device: torch.device):
@@ -372,7 +378,7 @@ def measure_memory(impl: str, directory: Path, spec: BenchSpec, device: torch.de
 def _memory_child(request: dict[str, Any]) -> dict[str, float | None]:
     torch.set_num_threads(request["threads"])
     spec, device = BenchSpec(**request["spec"]), torch.device(request["device"])
-    model = prepare(_load_saved(request["impl"], Path(request["directory"]), spec.head), spec, device)
+    model = prepare(request["impl"], _load_saved(request["impl"], Path(request["directory"]), spec.head), spec, device)
     batch = make_batch(spec, model.config.vocab_size, 0, device)
     step = make_step(request["impl"], model, spec, device)
     step(batch)  # warm-up: lazy initialisation, the optimizer's state
@@ -500,7 +506,7 @@ def run_spec(spec: BenchSpec, models: dict[str, nn.Module], device: torch.device
              saved: Path | None = None) -> dict[str, Any]:
     """Check agreement, time the implementations interleaved, and (with ``saved``) measure memory."""
     config = models["bertkit"].config
-    models = {name: prepare(m, spec, device) for name, m in models.items()}
+    models = {name: prepare(name, m, spec, device) for name, m in models.items()}
     batches = [make_batch(spec, config.vocab_size, i, device) for i in range(spec.warmup + spec.repeats)]
     difference = check_agreement(models["bertkit"], models["transformers"], batches[0], spec) \
         if "transformers" in models else None
@@ -588,7 +594,8 @@ def _rows(result: dict[str, Any], scale: float) -> list[tuple[str, ...]]:
     rows = []
     for i, (name, r) in enumerate(impls.items()):
         lead, tail = (spec, (speedup, ratio)) if i == 0 else (("",) * 4, ("", ""))
-        rows.append((*lead, name, f"{r['tokens_per_s']:,.0f}", f"{r['ms_per_batch']:,.1f}",
+        label = f"{name} (compiled)" if name == "bertkit" and result.get("compile") else name
+        rows.append((*lead, label, f"{r['tokens_per_s']:,.0f}", f"{r['ms_per_batch']:,.1f}",
                      f"{r['flops_per_s'] / scale:,.3g}", f"{100 * r['mfu']:.1f}%", _mb(r.get("peak_memory_mb")),
                      _mb(r.get("step_memory_mb")), *tail))
     return rows

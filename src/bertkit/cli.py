@@ -137,7 +137,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
     from bertkit.benchmark import format_report, make_spec, run_benchmark
 
     spec = make_spec(args.device, mode=args.mode, lengths=args.lengths, precision=args.precision,
-                     batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup)
+                     batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup, compile=args.compile)
     report = run_benchmark(args.model, [spec], against=args.against, device=args.device,
                            threads=args.threads, memory=not args.no_memory)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "bf16", "bf16-weights"), default="fp32",
                    help="bf16: autocast; bf16-weights: weights cast to bfloat16, infer only (default: fp32)")
     p.add_argument("--against", choices=("transformers",), help="also time transformers on the same weights")
+    p.add_argument("--compile", action="store_true",
+                   help="infer: torch.compile bertkit's encoder with its weights frozen in, as predict --compile "
+                        "does (transformers runs eager); the warm-up batches absorb the compilation")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--batch-size", type=int, help="sequences per batch (default: 8 on CPU, 32 on CUDA)")
     p.add_argument("--repeats", type=int, help="timed batches per implementation (default: 3 on CPU, 10 on CUDA)")

@@ -9,6 +9,7 @@ P masked positions per sequence, V vocabulary.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -127,7 +128,7 @@ class Layout:
     length: int  # T
     mask: Tensor | None = None  # (B, 1, 1, T) bool, True = a key to attend to; None = every key
     index: Tensor | None = None  # packed: (N,) flat position b·T + t of each real token, else None
-    lengths: list[int] | None = None  # packed, attention one sequence at a time: B token counts
+    lengths: Tensor | None = None  # packed, attention one sequence at a time: (B,) token counts
     rel: Tensor | None = None  # NEZHA: the relative position table (T, T, hs)
 
     def position_ids(self, device: torch.device) -> Tensor:
@@ -215,7 +216,6 @@ class BertSelfAttention(nn.Module):
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.num_heads = config.num_attention_heads
-        self.head_size = config.head_size
         self.query = Linear(config.hidden_size, config.hidden_size)
         self.key = Linear(config.hidden_size, config.hidden_size)
         self.value = Linear(config.hidden_size, config.hidden_size)
@@ -224,31 +224,55 @@ class BertSelfAttention(nn.Module):
     def forward(self, x: Tensor, layout: Layout) -> Tensor:
         """x (B, T, H), or (N, H) packed; returns the attention output laid out as x."""
         q, k, v = self.query(x), self.key(x), self.value(x)
-        if layout.lengths is not None:  # packed, one sequence at a time: (L, H) each, no mask
-            parts = zip(q.split(layout.lengths), k.split(layout.lengths), v.split(layout.lengths))
-            return torch.cat([self._attend(q[None], k[None], v[None], None, None)[0] for q, k, v in parts])
-        q, k, v = layout.pad(q), layout.pad(k), layout.pad(v)  # (B, T, H)
-        return layout.pack(self._attend(q, k, v, layout.mask, layout.rel))
-
-    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rel: Tensor | None) -> Tensor:
-        """q, k, v (B, T, H) → context (B, T, H)."""
-        B, T, H = q.shape
-        q, k, v = (t.view(B, T, self.num_heads, self.head_size).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         p = self.dropout_p if self.training else 0.0
-        if rel is None:
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        else:
-            ctx = self._relative_attention(q, k, v, mask, rel, p)
-        return ctx.transpose(1, 2).reshape(B, T, H)
+        if layout.lengths is not None and torch.compiler.is_compiling():  # see BertModel.compile_encoder
+            return attend_each_opaque(q, k, v, layout.lengths, self.num_heads)
+        if layout.lengths is not None:
+            return attend_each(q, k, v, layout.lengths.tolist(), self.num_heads, p)
+        q, k, v = layout.pad(q), layout.pad(k), layout.pad(v)  # (B, T, H)
+        if layout.rel is not None:
+            return layout.pack(relative_attention(q, k, v, layout.mask, layout.rel, self.num_heads, p))
+        return layout.pack(attend(q, k, v, layout.mask, self.num_heads, p))
 
-    @staticmethod
-    def _relative_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rel: Tensor, p: float) -> Tensor:
-        scores = q @ k.transpose(-1, -2) + torch.einsum("bhid,ijd->bhij", q, rel)  # (B, nh, T, T)
-        scores = scores / math.sqrt(q.shape[-1])
-        if mask is not None:
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        probs = F.dropout(scores.softmax(-1), p)
-        return probs @ v + torch.einsum("bhij,ijd->bhid", probs, rel)  # (B, nh, T, hs)
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, heads: int, p: float) -> Tensor:
+    """q, k, v (B, T, H) → context (B, T, H) by torch's fused scaled_dot_product_attention."""
+    B, T, H = q.shape
+    q, k, v = (t.view(B, T, heads, H // heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+    return ctx.transpose(1, 2).reshape(B, T, H)
+
+
+def attend_each(q: Tensor, k: Tensor, v: Tensor, lengths: list[int], heads: int, p: float) -> Tensor:
+    """Packed q, k, v (N, H), sequences of ``lengths`` one after another → context (N, H)."""
+    parts = zip(q.split(lengths), k.split(lengths), v.split(lengths))  # (L, H) each
+    return torch.cat([attend(q[None], k[None], v[None], None, heads, p)[0] for q, k, v in parts])
+
+
+@torch.library.custom_op("bertkit::attend_each", mutates_args=())
+def attend_each_opaque(q: Tensor, k: Tensor, v: Tensor, lengths: Tensor, heads: int) -> Tensor:
+    """attend_each for inference as one operator the compiler does not look into: traced, the
+    per-sequence split would make every new set of lengths a recompilation. lengths: (B,)."""
+    return attend_each(q, k, v, lengths.tolist(), heads, 0.0)
+
+
+@attend_each_opaque.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, lengths: Tensor, heads: int) -> Tensor:
+    return torch.empty_like(q)
+
+
+def relative_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rel: Tensor, heads: int,
+                       p: float) -> Tensor:
+    """NEZHA: q, k, v (B, T, H) and the table rel (T, T, hs) → context (B, T, H)."""
+    B, T, H = q.shape
+    q, k, v = (t.view(B, T, heads, H // heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+    scores = q @ k.transpose(-1, -2) + torch.einsum("bhid,ijd->bhij", q, rel)  # (B, nh, T, T)
+    scores = scores / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    probs = F.dropout(scores.softmax(-1), p)
+    ctx = probs @ v + torch.einsum("bhij,ijd->bhid", probs, rel)  # (B, nh, T, hs)
+    return ctx.transpose(1, 2).reshape(B, T, H)
 
 
 class BertSelfOutput(nn.Module):
@@ -341,6 +365,7 @@ class BertModel(nn.Module):
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config) if add_pooler else None
         self.unpad = True  # skip padding tokens; False: the padded reference path
+        self.frozen_compile = None  # compile_encoder: the inductor settings it compiles under
 
     def forward(
         self,
@@ -356,11 +381,27 @@ class BertModel(nn.Module):
             token_type_ids = torch.zeros_like(input_ids)
         layout = self.layout(input_ids, attention_mask)
         x = self.embeddings(layout.pack(input_ids), layout.pack(token_type_ids), layout.position_ids(input_ids.device))
-        states = self.encoder(x, layout, output_hidden_states)
+        with self.frozen_compile() if self.frozen_compile else contextlib.nullcontext():
+            states = self.encoder(x, layout, output_hidden_states)
         hidden = PaddedStates([x, *states] if output_hidden_states else states, layout)  # padded when read
         pooled = self.pooler(hidden[-1]) if self.pooler is not None else None
         return BertOutput(last_hidden_state=hidden[-1], hidden_states=hidden if output_hidden_states else None,
                           pooled_output=pooled)
+
+    def compile_encoder(self) -> None:
+        """torch.compile the encoder for inference, the weights frozen into the compiled code.
+
+        Inductor's freezing folds the weights (and autocast's bf16 copies) in as constants, packs
+        them for oneDNN and fuses bias, GELU and residual adds into the products: 1.36× the eager
+        bf16 forward at fixed length 128 and 1.27× packed at 20–128 (BERT-base, 2-core AMX CPU).
+        The batch layout is still decided outside (packed, per-sequence attention as one opaque
+        operator), and shapes are dynamic, so varying lengths do not recompile. The first calls
+        compile (tens of seconds on 2 cores); only for a model whose weights no longer change.
+        """
+        from torch._inductor import config as inductor_config
+
+        self.frozen_compile = lambda: inductor_config.patch(freezing=True)
+        self.encoder.compile(dynamic=True)
 
     def layout(self, input_ids: Tensor, attention_mask: Tensor | None) -> Layout:
         """Packed when the batch has padding (and unpad is on), else padded; see the class doc."""
@@ -386,7 +427,7 @@ class BertModel(nn.Module):
             return Layout(B, T, mask, rel=rel)
         index = keys.flatten().nonzero().squeeze(1)
         one_by_one = input_ids.device.type == "cpu" and rel is None and T >= PER_SEQUENCE_FROM  # see BertSelfAttention
-        return Layout(B, T, mask, index, keys.sum(1).tolist() if one_by_one else None, rel)
+        return Layout(B, T, mask, index, keys.sum(1) if one_by_one else None, rel)
 
 
 # --- heads ------------------------------------------------------------------------------------
@@ -547,6 +588,14 @@ def build_model(config: BertConfig, head: str | None = None) -> nn.Module:
     """A freshly initialised model, weights drawn as Google does (truncated normal, ±2σ)."""
     model = HEAD_CLASSES[head](config)
     model.apply(lambda m: init_weights(m, config.initializer_range))
+    return model
+
+
+def compile_for_inference(model: nn.Module) -> nn.Module:
+    """``model`` with every BertModel's encoder compiled (BertModel.compile_encoder); returns it."""
+    for module in model.modules():
+        if isinstance(module, BertModel):
+            module.compile_encoder()
     return model
 
 

@@ -102,6 +102,18 @@ def test_the_command_line_writes_to_stdout(models, tmp_path, capsys):
     assert "wrote 2 predictions to stdout" in captured.err
 
 
+def test_compiled_predictions_equal_eager(models, tmp_path, capsys):
+    """--compile (the encoder compiled with its weights frozen in) predicts what eager does."""
+    source = write(tmp_path / "texts.txt", "\n".join(TEXTS) + "\n")
+    assert bertkit_cli.main(["predict", "--model", str(models["classification"]), "--input", str(source),
+                             "--compile", "--batch-size", "2", "--no-progress"]) == 0
+    compiled = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    eager = _predicted(models["classification"], source, tmp_path)
+    assert [r["label"] for r in compiled] == [r["label"] for r in eager]
+    for ours, theirs in zip(compiled, eager):
+        assert list(ours["probabilities"].values()) == pytest.approx(list(theirs["probabilities"].values()), abs=1e-5)
+
+
 def _predicted(model: Path, source: Path, tmp_path: Path) -> list[dict]:
     predict(PredictArgs(model, source, tmp_path / "check.jsonl"))
     return read_jsonl(tmp_path / "check.jsonl")

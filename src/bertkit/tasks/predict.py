@@ -74,6 +74,7 @@ class PredictArgs:
     output: Path | None = None  # a file (qa: a directory); None: stdout
     batch_size: int = 64
     precision: str = "fp32"  # fp32 or bf16 (autocast)
+    compile: bool = False  # torch.compile the encoder with the weights frozen in (compile_for_inference)
     max_seq_length: int | None = None  # pieces per input (default: 128, qa 384)
     input_format: str = "auto"  # auto: by the head and the file's extension / content
     head: str | None = None  # None: the checkpoint's
@@ -112,6 +113,10 @@ def predict(args: PredictArgs) -> str:
     head = model_head(ckpt, args.head)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = model_from_checkpoint(ckpt, head, device=device)
+    if args.compile:
+        from bertkit.model import compile_for_inference
+
+        compile_for_inference(model.eval())
     tokenizer = load_tokenizer(args.model, lower_case=args.lower_case)
     default = DEFAULT_LENGTH[head]
     if head == "nq":
@@ -373,6 +378,9 @@ def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
                    help="the output file (default: stdout); qa: a directory; nq: a JSON file")
     p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="default: %(default)s")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the encoder with its weights frozen in: faster on large inputs, after a "
+                        "compilation of tens of seconds (see benchmarks/README.md)")
     p.add_argument("--max-seq-length", type=int, help="pieces per input (default: 128; qa 384)")
     p.add_argument("--input-format", choices=INPUT_FORMATS, default="auto",
                    help="text, table (CSV/TSV/JSONL by extension), conll, cluener, squad (default: by the head "
@@ -399,7 +407,7 @@ def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_predict(ns: argparse.Namespace) -> None:
     args = PredictArgs(model=ns.model, input=ns.input, output=ns.output, batch_size=ns.batch_size,
-                       precision=ns.precision, max_seq_length=ns.max_seq_length, input_format=ns.input_format,
+                       precision=ns.precision, compile=ns.compile, max_seq_length=ns.max_seq_length, input_format=ns.input_format,
                        head=ns.head, text_columns=ns.text_columns, lower_case=ns.lower_case, device=ns.device,
                        doc_stride=ns.doc_stride, max_query_length=ns.max_query_length,
                        answers=AnswerArgs(ns.n_best_size, ns.max_answer_length, ns.null_score_diff_threshold),
