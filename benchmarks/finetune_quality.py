@@ -47,6 +47,7 @@ from bertkit.tasks.inference import run_model, trim_padding
 from bertkit.tokenizer import load_tokenizer
 from bertkit.training.args import OptimizerArgs, TrainArgs
 from bertkit.training.checkpoint import seed_everything
+from bertkit.training.optim import fusable
 from bertkit.training.precision import autocast
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -154,7 +155,7 @@ def run_transformers(task, n_train: int, seed: int, args: argparse.Namespace, wo
     decay = [p for n, p in model.named_parameters() if not ("LayerNorm" in n or n.endswith("bias"))]
     no_decay = [p for n, p in model.named_parameters() if "LayerNorm" in n or n.endswith("bias")]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=args.lr(task), eps=1e-6)
+                                  lr=args.lr(task), eps=1e-6, fused=fusable(model))  # as bertkit's and the Trainer's
     steps_per_epoch = math.ceil(n_train / args.batch_size)
     total, warmup = steps_per_epoch * epochs, int(0.1 * steps_per_epoch * epochs)
     schedule = torch.optim.lr_scheduler.LambdaLR(

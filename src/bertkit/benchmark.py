@@ -56,7 +56,7 @@ from bertkit.convert.load import load_model
 from bertkit.errors import BertkitError
 from bertkit.model import build_model, compile_for_inference
 from bertkit.training.objective import PretrainingObjective, normalize
-from bertkit.training.optim import param_groups
+from bertkit.training.optim import fusable, param_groups
 from bertkit.training.precision import native_bf16, warn_slow_bf16
 
 LENGTHS = {"fixed": (128, 128), "var": (20, 128), "squad": (384, 384), "short": (5, 32)}  # (shortest, longest) real length
@@ -313,7 +313,7 @@ def make_step(impl: str, model: nn.Module, spec: BenchSpec, device: torch.device
                       attention_mask=batch["attention_mask"])
         return forward
     model.train()
-    optimizer = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4)
+    optimizer = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, fused=fusable(model))  # both sides: Trainer's default
     loss_of = _bertkit_loss if impl == "bertkit" else _transformers_loss
 
     def train_step(batch: dict[str, Tensor]) -> None:

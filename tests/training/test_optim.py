@@ -14,6 +14,7 @@ from bertkit.training.optim import (
     AdamWeightDecay,
     Lamb,
     build_optimizer,
+    fusable,
     no_decay,
     param_groups,
 )
@@ -133,6 +134,30 @@ def test_build_optimizer(name, cls):
     assert isinstance(opt, cls)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]
     assert opt.param_groups[0]["eps"] == 1e-6
+
+
+def test_adamw_is_fused_where_torch_can_and_steps_as_the_reference():
+    """The fused kernel takes plain float parameters on CPU; its steps are torch's AdamW's."""
+    fused, plain = Block(), Block()
+    plain.load_state_dict(fused.state_dict())
+    opt = build_optimizer(fused, OptimizerArgs(name="adamw", learning_rate=0.01, weight_decay=0.01))
+    assert opt.defaults["fused"] and fusable(fused)
+    reference = torch.optim.AdamW(param_groups(plain, 0.01), lr=0.01, eps=1e-6, foreach=False)
+    for step in range(3):
+        for a, b in zip(fused.parameters(), plain.parameters()):
+            a.grad = b.grad = torch.full_like(a, 0.1 * (step + 1)) + a.detach()
+        opt.step()
+        reference.step()
+    for a, b in zip(fused.parameters(), plain.parameters()):
+        torch.testing.assert_close(a, b)
+    assert not fusable(nn.Module())  # no parameters: nothing to fuse
+    assert not fusable(_int_param_module())  # integer parameters: the fused kernel takes floats only
+
+
+def _int_param_module() -> nn.Module:
+    module = nn.Module()
+    module.counter = nn.Parameter(torch.zeros(2, dtype=torch.int64), requires_grad=False)
+    return module
 
 
 def test_optimizer_state_round_trips():
