@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bertkit.allocator import active_allocator
 from bertkit.benchmark import cpu_name
 from bertkit.convert.load import load_model
 from bertkit.io import atomic_write_text
@@ -254,7 +255,7 @@ def recipe(args: argparse.Namespace, task: str) -> dict:
 
 def machine() -> dict:
     return {"cpu": f"{cpu_name()}, {torch.backends.cpu.get_cpu_capability()}", "cores": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version()}
+            "torch": torch.__version__, "python": platform.python_version(), "allocator": active_allocator()}
 
 
 def epochs_of(args: argparse.Namespace, task: str) -> int:
@@ -342,4 +343,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from bertkit.allocator import use_fast_allocator
+
+    use_fast_allocator()  # both sides on tcmalloc when installed: see bertkit.allocator
     main()

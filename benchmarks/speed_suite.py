@@ -62,4 +62,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from bertkit.allocator import use_fast_allocator
+
+    use_fast_allocator()  # both sides on tcmalloc when installed: see bertkit.allocator
     main()

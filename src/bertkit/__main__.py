@@ -2,6 +2,6 @@
 
 import sys
 
-from bertkit.cli import main
+from bertkit.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

@@ -50,6 +50,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bertkit.allocator import active_allocator
 from bertkit.config import BertConfig, preset
 from bertkit.convert.checkpoint import export_hf, save_bertkit
 from bertkit.convert.load import load_model
@@ -546,7 +547,8 @@ def _environment(model: str, device: torch.device, against: str | None) -> dict[
     if against:
         versions["transformers"] = require_transformers().__version__
     return {"model": model, "config": None, "device": str(device), "device_name": name,
-            "threads": torch.get_num_threads(), "versions": versions, "results": []}
+            "threads": torch.get_num_threads(), "allocator": active_allocator(), "versions": versions,
+            "results": []}
 
 
 def cpu_name() -> str:
@@ -565,7 +567,8 @@ def format_report(report: dict[str, Any]) -> str:
     c, peaks = report["config"], report["matmul_peak_flops_per_s"]
     scale, unit = (1e12, "TFLOP/s") if max(peaks.values()) >= 1e12 else (1e9, "GFLOP/s")
     lines = [f"model {report['model']}: L={c['layers']} H={c['hidden']} A={c['heads']} I={c['intermediate']} "
-             f"V={c['vocab']}; {report['device']} ({report['device_name']}), {report['threads']} threads; "
+             f"V={c['vocab']}; {report['device']} ({report['device_name']}), {report['threads']} threads, "
+             f"{report.get('allocator', 'system')} malloc; "
              + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
              "matmul peak ({}x{} @ {}x{}): ".format(PEAK_SHAPE[0], PEAK_SHAPE[1], PEAK_SHAPE[1], PEAK_SHAPE[2])
              + ", ".join(f"{k} {v / scale:,.3g} {unit}" for k, v in peaks.items()), ""]

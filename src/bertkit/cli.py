@@ -255,5 +255,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def entry() -> int:
+    """The console script: onto a fast allocator first (see bertkit.allocator), then main()."""
+    from bertkit.allocator import use_fast_allocator
+
+    try:
+        use_fast_allocator()
+    except BertkitError as err:
+        print(f"bertkit: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
