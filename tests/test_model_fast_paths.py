@@ -308,3 +308,30 @@ def test_compiled_encoder_agrees_and_compiles_once_per_route(monkeypatch, per_se
             args, _ = mixed_batch(mask)
             torch.testing.assert_close(compiled(*args).logits, eager(*args).logits, rtol=1e-4, atol=1e-5)
     assert counters["stats"]["unique_graphs"] == 1  # one encoder graph for all three batches
+
+
+def dropout_moments(model: torch.nn.Module, args: tuple[Tensor, ...], draws: int) -> tuple[Tensor, Tensor]:
+    """Mean and variance over ``draws`` training-mode forwards of the pooled output, (B, H) each."""
+    torch.manual_seed(3)
+    with torch.no_grad():
+        pooled = torch.stack([model.bert(*args).pooled_output for _ in range(draws)])  # (draws, B, H)
+    return pooled.mean(0), pooled.var(0)
+
+
+def test_unpadded_dropout_is_distributed_as_the_padded_reference(attention_route):
+    """The packed path draws its dropout masks for the real tokens only, so its draws differ from
+    the padded path's; their distribution must not: the same mean and spread of the output."""
+    args, _ = mixed_batch()
+    draws = 600
+    model = random_model("classification", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1).train()
+    set_unpad(model, False)
+    mean_ref, var_ref = dropout_moments(model, args, draws)
+    set_unpad(model, True)
+    mean, var = dropout_moments(model, args, draws)
+    z = (mean - mean_ref) / ((var + var_ref) / draws).sqrt()
+    assert z.pow(2).mean().sqrt() < 1.25  # ~1 when the means agree
+    assert (var.mean() / var_ref.mean()).item() == pytest.approx(1.0, abs=0.05)
+    # The check sees a packed path without attention dropout: its spread is measurably smaller.
+    no_attention_dropout = random_model("classification", hidden_dropout_prob=0.1).train()
+    _, var_less = dropout_moments(no_attention_dropout, args, draws)
+    assert (var_less.mean() / var_ref.mean()).item() < 0.9
