@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from bertkit.allocator import active_allocator
-from bertkit.benchmark import cpu_name
+from bertkit.benchmark import cpu_name, matmul_peak
 from bertkit.convert.load import load_model
 from bertkit.io import atomic_write_text
 from bertkit.tasks.finetune import FinetuneArgs, run_finetune
@@ -221,20 +221,25 @@ def summarize(task: str, runs_by_side: dict[str, list[dict]]) -> dict:
         # Timings are only comparable on one allocator (see bertkit.allocator); runs stored before
         # it was recorded ran on glibc's.
         out[side]["allocators"] = sorted({r["machine"].get("allocator", "system") for r in runs})
+        peaks = [p for r in runs for p in r.get("matmul_peak_tflops", [])]  # runs stored before: none
+        out[side]["matmul_peak_tflops"] = [min(peaks), max(peaks)] if peaks else None
     return out
 
 
 def print_table(results: dict[str, dict]) -> None:
     print("| task | seeds | metric | bertkit | transformers | s/epoch bertkit | s/epoch transformers | speed-up "
-          "| malloc |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| malloc | matmul peak TFLOP/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for task, s in results.items():
         b, t = s["bertkit"], s["transformers"]
         seeds = ",".join(map(str, b["seeds"]))
         malloc = "/".join(sorted(set(b["allocators"]) | set(t["allocators"])))
+        peaks = [p for side in (b, t) for p in side["matmul_peak_tflops"] or []]
+        peak = f"{min(peaks):.2f}–{max(peaks):.2f}" if peaks else "—"
         for i, m in enumerate(SHOWN[task]):
-            times = (f"{b['seconds_per_epoch']:.0f} | {t['seconds_per_epoch']:.0f} | "
-                     f"{t['seconds_per_epoch'] / b['seconds_per_epoch']:.2f}× | {malloc}") if i == 0 else "| | |"
+            ratio = t["seconds_per_epoch"] / b["seconds_per_epoch"]
+            times = (f"{b['seconds_per_epoch']:.0f} | {t['seconds_per_epoch']:.0f} | {ratio:.2f}× | {malloc} | "
+                     f"{peak}") if i == 0 else "| | | |"
             first = f"| {task} | {seeds} |" if i == 0 else "| | |"
             print(f"{first} {m} | {100 * b[m]['mean']:.2f} ± {100 * b[m]['std']:.2f} | "
                   f"{100 * t[m]['mean']:.2f} ± {100 * t[m]['std']:.2f} | {times} |")
@@ -264,6 +269,13 @@ def recipe(args: argparse.Namespace, task: str) -> dict:
 def machine() -> dict:
     return {"cpu": f"{cpu_name()}, {torch.backends.cpu.get_cpu_capability()}", "cores": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "allocator": active_allocator()}
+
+
+def peak_tflops(args: argparse.Namespace) -> float:
+    """The matrix-product peak in the run's precision now, in TFLOP/s: this VM's speed moves by ±25%
+    and at times by 2-3× for a while, so each run keeps the peak measured just before and after it."""
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    return round(matmul_peak(dtype, torch.device("cpu")) / 1e12, 3)
 
 
 def epochs_of(args: argparse.Namespace, task: str) -> int:
@@ -334,8 +346,10 @@ def main() -> None:
                         if task is None:
                             task, n_train = make_task(name, tokenizer, args)
                         measure = run_bertkit if side == "bertkit" else run_transformers
+                        before = peak_tflops(args)
                         run = {"task": name, "seed": seed, "side": side, "recipe": wanted, "machine": machine(),
                                "n_train": n_train, **measure(task, n_train, seed, args, Path(tmp))}
+                        run["matmul_peak_tflops"] = [before, peak_tflops(args)]
                         if args.results:
                             args.results.mkdir(parents=True, exist_ok=True)
                             atomic_write_text(run_path(args.results, name, seed, side), json.dumps(run, indent=2) + "\n")
