@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import Tensor
 
+import bertkit.dropout as dropout_module
 import bertkit.model as model_module
 from bertkit.config import BertConfig
 from bertkit.model import HEAD_CLASSES, BertModel, BertOutput, Linear, build_model
@@ -328,14 +329,22 @@ def z_rms(moments: tuple[Tensor, Tensor], reference: tuple[Tensor, Tensor], draw
     return ((mean - mean_ref)[used] / se[used]).pow(2).mean().sqrt().item()
 
 
-def test_unpadded_dropout_is_distributed_as_the_padded_reference(attention_route):
-    """The packed path draws its dropout masks for the real tokens only, so its draws differ from
-    the padded path's; their distribution must not: the same mean and spread of the output."""
+def torch_masks(monkeypatch) -> None:
+    """From here on every dropout draws torch's own masks (bernoulli), as transformers does."""
+    monkeypatch.setattr(dropout_module, "_own_masks", lambda x: False)
+
+
+def test_unpadded_dropout_is_distributed_as_the_padded_reference(attention_route, monkeypatch):
+    """The packed path draws its dropout masks for the real tokens only, and from 16 random bits
+    an element (bertkit.dropout), so its draws differ from the padded path's with torch's masks;
+    their distribution must not: the same mean and spread of the output."""
     args, _ = mixed_batch()
     draws = 600
     model = random_model("classification", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1).train()
     set_unpad(model, False)
-    mean_ref, var_ref = dropout_moments(model, args, draws)
+    with monkeypatch.context() as patch:
+        torch_masks(patch)
+        mean_ref, var_ref = dropout_moments(model, args, draws)
     set_unpad(model, True)
     mean, var = dropout_moments(model, args, draws)
     assert z_rms((mean, var), (mean_ref, var_ref), draws) < 1.25  # ~1 when the means agree
@@ -361,16 +370,18 @@ def dropout_gradient_moments(model: torch.nn.Module, args: tuple[Tensor, ...], d
     return grads.mean(0), grads.var(0)
 
 
-def test_unpadded_dropout_trains_as_the_padded_reference(attention_route):
+def test_unpadded_dropout_trains_as_the_padded_reference(attention_route, monkeypatch):
     """What training follows is the expected gradient under dropout: the packed path's (its own
-    mask draws, through its own backward) must equal the padded path's, whose draws are
-    transformers'. Forward moments alone would not see a backward that drops other units than
+    mask draws, through its own backward) must equal the padded path's with torch's masks, which
+    are transformers'. Forward moments alone would not see a backward that drops other units than
     the forward did."""
     args, _ = mixed_batch()
     draws = 400
     model = random_model("classification", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1).train()
     set_unpad(model, False)
-    reference = dropout_gradient_moments(model, args, draws, seed=3)
+    with monkeypatch.context() as patch:
+        torch_masks(patch)
+        reference = dropout_gradient_moments(model, args, draws, seed=3)
     set_unpad(model, True)
     # ~1 when the expected gradients agree (measured 1.02 on both routes). The embedding rows of
     # tokens not in the batch get no gradient and are left out.

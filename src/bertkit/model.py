@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bertkit.config import BertConfig
+from bertkit.dropout import Dropout, attention_with_dropout, dropout
 
 
 def activation(name: str):
@@ -93,7 +94,7 @@ class BertEmbeddings(nn.Module):
         )
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor, position_ids: Tensor) -> Tensor:
         """ids (B, T) and positions (T,), or all three (N,) for packed tokens; returns (..., H)."""
@@ -239,7 +240,10 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, heads: int, p: 
     """q, k, v (B, T, H) → context (B, T, H) by torch's fused scaled_dot_product_attention."""
     B, T, H = q.shape
     q, k, v = (t.view(B, T, heads, H // heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+    if p > 0.0:  # training: SDPA's fused kernels have no dropout; the same math route, cheaper masks
+        ctx = attention_with_dropout(q, k, v, mask, p)
+    else:
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return ctx.transpose(1, 2).reshape(B, T, H)
 
 
@@ -270,7 +274,7 @@ def relative_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rel
     scores = scores / math.sqrt(q.shape[-1])
     if mask is not None:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    probs = F.dropout(scores.softmax(-1), p)
+    probs = dropout(scores.softmax(-1), p)
     ctx = probs @ v + torch.einsum("bhij,ijd->bhid", probs, rel)  # (B, nh, T, hs)
     return ctx.transpose(1, 2).reshape(B, T, H)
 
@@ -282,7 +286,7 @@ class BertSelfOutput(nn.Module):
         super().__init__()
         self.dense = Linear(width, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: Tensor, residual: Tensor) -> Tensor:
         return self.LayerNorm(self.dropout(self.dense(x)) + residual)
@@ -509,7 +513,7 @@ class BertForSequenceClassification(nn.Module):
         super().__init__()
         self.config = config
         self.bert = BertModel(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.classifier = Linear(config.hidden_size, config.num_labels)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
@@ -528,7 +532,7 @@ class BertForTokenClassification(nn.Module):
         super().__init__()
         self.config = config
         self.bert = BertModel(config, add_pooler=False)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.classifier = Linear(config.hidden_size, config.num_labels)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
