@@ -30,12 +30,10 @@ The one measurement behind ``bertkit benchmark`` and ``benchmarks/speed_suite.py
 from __future__ import annotations
 
 import copy
-import ctypes
 import json
 import math
 import platform
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -56,6 +54,7 @@ from bertkit.convert.checkpoint import export_hf, save_bertkit
 from bertkit.convert.load import load_model
 from bertkit.errors import BertkitError
 from bertkit.model import build_model, compile_for_inference
+from bertkit.process_memory import memory_now, memory_peak, reset_peak
 from bertkit.training.objective import PretrainingObjective, normalize
 from bertkit.training.optim import fusable, param_groups
 from bertkit.training.precision import native_bf16, warn_slow_bf16
@@ -383,56 +382,11 @@ def _memory_child(request: dict[str, Any]) -> dict[str, float | None]:
     batch = make_batch(spec, model.config.vocab_size, 0, device)
     step = make_step(request["impl"], model, spec, device)
     step(batch)  # warm-up: lazy initialisation, the optimizer's state
-    _reset_peak(device)
-    before = _memory_now(device)
+    reset_peak(device)
+    before = memory_now(device)
     step(batch)
-    peak = _memory_peak(device)
+    peak = memory_peak(device)
     return {"peak_memory_mb": peak, "step_memory_mb": None if before is None else max(0.0, peak - before)}
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    _release_free_heap()
-    try:  # Linux: "5" resets VmHWM, the RSS high-water mark, to the current RSS
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # then the peak is the process's since it started, loading included
-
-
-def _release_free_heap() -> None:
-    """Give the warm-up step's freed memory back to the kernel (glibc keeps it mapped otherwise), so
-    that the measured step's own allocations show in RSS."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: the step's figure may then miss memory the warm-up left mapped
-
-
-def _memory_now(device: torch.device) -> float | None:
-    if device.type == "cuda":
-        return torch.cuda.memory_allocated(device) / 2**20
-    return _proc_status_mb("VmRSS")
-
-
-def _memory_peak(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    peak = _proc_status_mb("VmHWM")
-    if peak is None:  # no /proc: ru_maxrss is kB on Linux, bytes on macOS
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
-    return peak
-
-
-def _proc_status_mb(field: str) -> float | None:
-    try:
-        found = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
-    except OSError:
-        return None
-    return int(found.group(1)) / 1024 if found else None
 
 
 # --- a whole run --------------------------------------------------------------------------------
