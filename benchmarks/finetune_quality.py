@@ -207,6 +207,7 @@ SHOWN = {"cola": ["mcc"], "sst2": ["accuracy"], "mrpc": ["f1", "accuracy"], "sts
 
 
 SIDES = ("bertkit", "transformers")
+IN_PERCENT = {"squad"}  # metrics already in percent (the official SQuAD scripts'); the others are fractions
 
 
 def summarize(task: str, runs_by_side: dict[str, list[dict]]) -> dict:
@@ -241,8 +242,9 @@ def print_table(results: dict[str, dict]) -> None:
             times = (f"{b['seconds_per_epoch']:.0f} | {t['seconds_per_epoch']:.0f} | {ratio:.2f}× | {malloc} | "
                      f"{peak}") if i == 0 else "| | | |"
             first = f"| {task} | {seeds} |" if i == 0 else "| | |"
-            print(f"{first} {m} | {100 * b[m]['mean']:.2f} ± {100 * b[m]['std']:.2f} | "
-                  f"{100 * t[m]['mean']:.2f} ± {100 * t[m]['std']:.2f} | {times} |")
+            k = 1 if task in IN_PERCENT else 100
+            print(f"{first} {m} | {k * b[m]['mean']:.2f} ± {k * b[m]['std']:.2f} | "
+                  f"{k * t[m]['mean']:.2f} ± {k * t[m]['std']:.2f} | {times} |")
 
 
 # --- the runs, kept one file each ----------------------------------------------------------------

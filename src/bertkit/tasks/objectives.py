@@ -95,7 +95,10 @@ class NqObjective:
     def __call__(self, model: nn.Module, batch: Mapping[str, Tensor]) -> Terms:
         batch = trim_padding(batch)
         out = model(**_inputs(batch))
-        both, exact = span_sums(out, batch)
+        # Padding still scored here: with it masked, the NQ toy run's evaluation during training and
+        # `bertkit predict` on the saved model differed by 4e-3 in score (tests/tasks/test_finetune_nq.py,
+        # test_predict_windows_as_training_did), not yet explained.
+        both, exact = span_sums(out, batch, real_only=False)
         types = batch["answer_types"].long()  # (B,)
         loss = (both + F.cross_entropy(out.logits.float(), types, reduction="sum")) / 3
         typed = (out.logits.argmax(-1) == types).sum().float()
@@ -103,11 +106,21 @@ class NqObjective:
                      metrics={"span_accuracy": (exact, "nq"), "answer_type_accuracy": (typed, "nq")})
 
 
-def span_sums(out: BertOutput, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+def span_sums(out: BertOutput, batch: Mapping[str, Tensor], real_only: bool = True) -> tuple[Tensor, Tensor]:
     """(Σ start CE + Σ end CE, sequences whose start and end are both argmax) over a batch; the
-    gold start_positions / end_positions (B,), the logits out.start_logits / end_logits (B, T)."""
+    gold start_positions / end_positions (B,), the logits out.start_logits / end_logits (B, T).
+
+    The softmax runs over each sequence's real tokens only. Google's and transformers' include the
+    padding positions, scored from the pad tokens' own hidden states, which training soon pushes
+    far below the answers. bertkit's packed path computes no states at padding: there the head sees
+    zeros, every padding position gets a logit the model cannot lower (the bias, which softmax
+    cancels), and on SQuAD they held training back (MiniLM, SQuAD v1.1 split, 2 epochs, seed 1:
+    F1 50.0 against transformers' 59.3; 59.6 with this mask). A gold position is always a real token.
+    real_only=False keeps padding in the softmax (Natural Questions, for now: see NqObjective)."""
     start, end = batch["start_positions"].long(), batch["end_positions"].long()
-    both = (F.cross_entropy(out.start_logits.float(), start, reduction="sum")
-            + F.cross_entropy(out.end_logits.float(), end, reduction="sum"))
-    exact = ((out.start_logits.argmax(-1) == start) & (out.end_logits.argmax(-1) == end)).sum().float()
+    padding = (batch["attention_mask"] == 0) & real_only  # (B, T)
+    start_logits, end_logits = (x.float().masked_fill(padding, torch.finfo(torch.float32).min)
+                                for x in (out.start_logits, out.end_logits))
+    both = (F.cross_entropy(start_logits, start, reduction="sum") + F.cross_entropy(end_logits, end, reduction="sum"))
+    exact = ((start_logits.argmax(-1) == start) & (end_logits.argmax(-1) == end)).sum().float()
     return both, exact
