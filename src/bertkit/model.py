@@ -237,7 +237,7 @@ class BertSelfAttention(nn.Module):
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, heads: int, p: float) -> Tensor:
-    """q, k, v (B, T, H) → context (B, T, H) by torch's fused scaled_dot_product_attention."""
+    """q, k, v (B, T, H) → context (B, T, H): torch's fused SDPA; with dropout p, its math route."""
     B, T, H = q.shape
     q, k, v = (t.view(B, T, heads, H // heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
     if p > 0.0:  # training: SDPA's fused kernels have no dropout; the same math route, cheaper masks
