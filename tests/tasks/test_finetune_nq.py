@@ -23,6 +23,7 @@ from bertkit.tasks import nq
 from bertkit.tasks.commands import add_evaluate_command
 from bertkit.tasks.finetune import add_finetune_command
 from bertkit.tasks.finetune_nq import NqTask, training_features, unknown_markers
+from bertkit.tasks.finetune_squad import AnswerArgs
 from bertkit.tasks.inference import run_model
 from bertkit.tasks.nq import AnswerType, NqConfig
 from bertkit.tasks.predict import PredictArgs, predict
@@ -145,7 +146,8 @@ def test_predict_windows_as_training_did(trained, data, tmp_path):
         "max_seq_length": 32, "doc_stride": 12, "max_query_length": 8, "max_contexts": MAX_CONTEXTS,
         "max_position": MAX_POSITION}
     out = tmp_path / "out" / "predictions.json"
-    predict(PredictArgs(trained, data["dev"], out, batch_size=7, progress=False))
+    # run_nq.py's n-best of 10, as training's evaluation uses (predict's default is SQuAD's 20)
+    predict(PredictArgs(trained, data["dev"], out, batch_size=7, progress=False, answers=AnswerArgs(10, 30)))
     ours = json.loads(out.read_text())["predictions"]
     theirs = json.loads((trained / "predictions.json").read_text())["predictions"]
     assert len(ours) == len(theirs) == 32
