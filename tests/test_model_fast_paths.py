@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ import bertkit.model as model_module
 from bertkit.config import BertConfig
 from bertkit.model import HEAD_CLASSES, BertModel, BertOutput, Linear, build_model
 
+T_ = TypeVar("T_")  # what a moments function returns
 HEADS = list(HEAD_CLASSES)  # every head, None the bare encoder
 LENGTHS = [1, 13, 5, 9]  # a length-1 sequence and a full-length one (T = 13)
 T = 13
@@ -329,9 +332,15 @@ def z_rms(moments: tuple[Tensor, Tensor], reference: tuple[Tensor, Tensor], draw
     return ((mean - mean_ref)[used] / se[used]).pow(2).mean().sqrt().item()
 
 
-def torch_masks(monkeypatch) -> None:
-    """From here on every dropout draws torch's own masks (bernoulli), as transformers does."""
-    monkeypatch.setattr(dropout_module, "_own_masks", lambda x: False)
+def padded_reference(model: torch.nn.Module, monkeypatch, moments: Callable[[], T_]) -> T_:
+    """``moments()`` of ``model`` on the padded path with torch's own dropout masks (bernoulli, as
+    transformers draws them); the model is left on the packed path with bertkit's masks."""
+    set_unpad(model, False)
+    with monkeypatch.context() as patch:
+        patch.setattr(dropout_module, "_own_masks", lambda x: False)
+        reference = moments()
+    set_unpad(model, True)
+    return reference
 
 
 def test_unpadded_dropout_is_distributed_as_the_padded_reference(attention_route, monkeypatch):
@@ -341,11 +350,7 @@ def test_unpadded_dropout_is_distributed_as_the_padded_reference(attention_route
     args, _ = mixed_batch()
     draws = 600
     model = random_model("classification", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1).train()
-    set_unpad(model, False)
-    with monkeypatch.context() as patch:
-        torch_masks(patch)
-        mean_ref, var_ref = dropout_moments(model, args, draws)
-    set_unpad(model, True)
+    mean_ref, var_ref = padded_reference(model, monkeypatch, lambda: dropout_moments(model, args, draws))
     mean, var = dropout_moments(model, args, draws)
     assert z_rms((mean, var), (mean_ref, var_ref), draws) < 1.25  # ~1 when the means agree
     assert (var.mean() / var_ref.mean()).item() == pytest.approx(1.0, abs=0.05)
@@ -378,11 +383,7 @@ def test_unpadded_dropout_trains_as_the_padded_reference(attention_route, monkey
     args, _ = mixed_batch()
     draws = 400
     model = random_model("classification", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1).train()
-    set_unpad(model, False)
-    with monkeypatch.context() as patch:
-        torch_masks(patch)
-        reference = dropout_gradient_moments(model, args, draws, seed=3)
-    set_unpad(model, True)
+    reference = padded_reference(model, monkeypatch, lambda: dropout_gradient_moments(model, args, draws, seed=3))
     # ~1 when the expected gradients agree (measured 1.02 on both routes). The embedding rows of
     # tokens not in the batch get no gradient and are left out.
     assert z_rms(dropout_gradient_moments(model, args, draws, seed=4), reference, draws) < 1.1

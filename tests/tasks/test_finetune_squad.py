@@ -16,10 +16,13 @@ from tasks_fixtures import save_tiny_model
 from torch import nn
 from torch_threads import one_thread  # noqa: F401  (autouse)
 
+from bertkit.config import BertConfig
 from bertkit.convert.checkpoint import save_bertkit
 from bertkit.convert.load import load_model
 from bertkit.errors import BertkitError
+from bertkit.model import build_model
 from bertkit.tasks.finetune import add_finetune_command
+from bertkit.tasks.objectives import SpanObjective
 from bertkit.tasks.squad import load_json, split_by_article
 from bertkit.training.checkpoint import TEST_KILL_ENV
 
@@ -299,10 +302,6 @@ def test_minilm_on_a_few_real_articles(tmp_path):
 def test_span_loss_scores_real_tokens_only():
     """The span softmax runs over real tokens: the packed path has no hidden states at padding (it
     holds zeros there), so the loss must be the padded reference path's, whatever padding holds."""
-    from bertkit.config import BertConfig
-    from bertkit.model import build_model
-    from bertkit.tasks.objectives import SpanObjective
-
     torch.manual_seed(0)
     config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
