@@ -23,6 +23,7 @@ from bertkit.tasks import nq
 from bertkit.tasks.commands import add_evaluate_command
 from bertkit.tasks.finetune import add_finetune_command
 from bertkit.tasks.finetune_nq import NqTask, training_features, unknown_markers
+from bertkit.tasks.finetune_squad import N_BEST_SIZE as SQUAD_N_BEST
 from bertkit.tasks.finetune_squad import AnswerArgs
 from bertkit.tasks.inference import run_model
 from bertkit.tasks.nq import AnswerType, NqConfig
@@ -146,8 +147,8 @@ def test_predict_windows_as_training_did(trained, data, tmp_path):
         "max_seq_length": 32, "doc_stride": 12, "max_query_length": 8, "max_contexts": MAX_CONTEXTS,
         "max_position": MAX_POSITION}
     out = tmp_path / "out" / "predictions.json"
-    # run_nq.py's n-best of 10, as training's evaluation uses (predict's default is SQuAD's 20)
-    predict(PredictArgs(trained, data["dev"], out, batch_size=7, progress=False, answers=AnswerArgs(10, 30)))
+    # an NQ model's n-best defaults to run_nq.py's 10, as training's evaluation uses (SQuAD's is 20)
+    predict(PredictArgs(trained, data["dev"], out, batch_size=7, progress=False))
     ours = json.loads(out.read_text())["predictions"]
     theirs = json.loads((trained / "predictions.json").read_text())["predictions"]
     assert len(ours) == len(theirs) == 32
@@ -157,6 +158,13 @@ def test_predict_windows_as_training_did(trained, data, tmp_path):
         assert a == b
     with pytest.raises(BertkitError, match="--output FILE"):
         predict(PredictArgs(trained, data["dev"], tmp_path, progress=False))
+
+
+def test_n_best_size_defaults_to_the_heads_own():
+    assert AnswerArgs().n_best(nq.N_BEST_SIZE) == 10 and AnswerArgs().n_best(SQUAD_N_BEST) == 20
+    assert AnswerArgs(3).n_best(nq.N_BEST_SIZE) == 3
+    with pytest.raises(BertkitError, match="--n-best-size"):
+        AnswerArgs(0)
 
 
 def test_training_windows(tiny_model, data):

@@ -115,7 +115,7 @@ def prediction_windows(tokenizer: BertTokenizer, path: Path, config: NqConfig
 
 
 def predict_windows(model: nn.Module, run: Runner, examples: list[nq.NqExample], features: list[nq.NqFeature],
-                    inputs: dict[str, np.ndarray], n_best_size: int = 10, max_answer_length: int = 30,
+                    inputs: dict[str, np.ndarray], n_best_size: int = nq.N_BEST_SIZE, max_answer_length: int = 30,
                     **run_options: Any) -> list[dict[str, Any]]:
     """run_nq.py's predictions (official format) from the model's logits on the windows."""
     out = run(model, inputs, ["start_logits", "end_logits", "logits"], **run_options)

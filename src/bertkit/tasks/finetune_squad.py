@@ -56,17 +56,24 @@ METRICS = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1"
            "best_exact_thresh", "best_f1", "best_f1_thresh")  # eval_results.json's share of the official scores
 
 
+N_BEST_SIZE = 20  # run_squad.py's n_best_size
+
+
 @dataclass(frozen=True)
 class AnswerArgs:
     """How logits become answers (Google's run_squad.py flags)."""
 
-    n_best_size: int = 20  # candidates per question kept in nbest_predictions.json
+    n_best_size: int | None = None  # candidates per question; None: the head's (SQuAD 20, NQ 10)
     max_answer_length: int = 30  # longest answer in word pieces
     null_threshold: float = 0.0  # v2.0: no answer when null odds exceed this (a --predict file without answers)
 
     def __post_init__(self) -> None:
-        if self.n_best_size < 1 or self.max_answer_length < 1:
+        if (self.n_best_size is not None and self.n_best_size < 1) or self.max_answer_length < 1:
             raise BertkitError("--n-best-size and --max-answer-length must be at least 1")
+
+    def n_best(self, head_default: int) -> int:
+        """The n-best size asked for, else the head's own: run_squad.py's 20, run_nq.py's 10."""
+        return head_default if self.n_best_size is None else self.n_best_size
 
 
 @dataclass
@@ -206,7 +213,8 @@ def answer_questions(model: nn.Module, run: Runner, examples: list[SquadExample]
 
     logits = run(model, arrays, ["start_logits", "end_logits"], desc=desc)  # 2 x (F, T)
     return compute_predictions(examples, features, logits["start_logits"], logits["end_logits"],
-                               answers.n_best_size, answers.max_answer_length, version_2, answers.null_threshold)
+                               answers.n_best(N_BEST_SIZE), answers.max_answer_length, version_2,
+                               answers.null_threshold)
 
 
 def feature_arrays(tokenizer: BertTokenizer, features: list[SquadFeature]) -> dict[str, np.ndarray]:
@@ -263,7 +271,7 @@ def add_squad_command(finetune: argparse._SubParsersAction) -> None:
     p.add_argument("--max-query-length", type=int, default=d.max_query_length,
                    help="longer questions keep their first pieces (default: %(default)s)")
     a = AnswerArgs()
-    p.add_argument("--n-best-size", type=int, default=a.n_best_size, help="default: %(default)s")
+    p.add_argument("--n-best-size", type=int, help=f"candidates per question (default: {N_BEST_SIZE})")
     p.add_argument("--max-answer-length", type=int, default=a.max_answer_length,
                    help="in word pieces (default: %(default)s)")
     p.add_argument("--null-score-diff-threshold", type=float, default=a.null_threshold,

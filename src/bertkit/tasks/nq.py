@@ -34,6 +34,7 @@ from bertkit.tokenizer import BertTokenizer, Encoding
 _HTML = re.compile(r"^<[^>]*>$")
 _MARKER = re.compile(r"^\[[^ ]*\]$")  # run_nq.py's special token: non-space text in brackets
 CANDIDATE_TYPES = ("Paragraph", "Table", "List", "Other")
+N_BEST_SIZE = 10  # run_nq.py's n_best_size
 
 
 class AnswerType(enum.IntEnum):
@@ -364,7 +365,7 @@ def compute_predictions(examples: Sequence[NqExample], features: Sequence[NqFeat
                         start_logits: Sequence[Sequence[float]] | np.ndarray,
                         end_logits: Sequence[Sequence[float]] | np.ndarray,
                         answer_type_logits: Sequence[Sequence[float]] | np.ndarray | None = None,
-                        n_best_size: int = 10, max_answer_length: int = 30) -> list[dict[str, Any]]:
+                        n_best_size: int = N_BEST_SIZE, max_answer_length: int = 30) -> list[dict[str, Any]]:
     """NQ predictions (nq_eval.py's format) from the model's logits, run_nq.py's way: the best span
     over all windows is the short answer, the first top-level candidate containing it the long one,
     both scored by the span's score. With answer_type_logits (F, 5), the answer type of the best

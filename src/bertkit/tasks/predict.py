@@ -83,7 +83,7 @@ class PredictArgs:
     device: str | None = None  # default: CUDA when there is one
     doc_stride: int | None = None  # qa, nq: pieces between context windows (default: 128; nq the model's)
     max_query_length: int | None = None  # qa, nq: longer questions keep their first pieces (default: 64)
-    answers: AnswerArgs = field(default_factory=AnswerArgs)  # qa: n-best size, answer length, null threshold
+    answers: AnswerArgs = field(default_factory=AnswerArgs)  # qa, nq: n-best size, answer length, null threshold
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -346,6 +346,7 @@ def predict_nq(model: nn.Module, tokenizer: BertTokenizer, run: Runner, args: Pr
         prediction_windows,
         settings_of,
     )
+    from bertkit.tasks.nq import N_BEST_SIZE
 
     if args.input_format != "auto":
         raise BertkitError(f"--input-format {args.input_format} does not fit an NQ model (NQ jsonl, read as such)")
@@ -357,7 +358,8 @@ def predict_nq(model: nn.Module, tokenizer: BertTokenizer, run: Runner, args: Pr
     examples, features, inputs, _ = prediction_windows(tokenizer, args.input, config)
     if not examples:
         raise file_error(args.input, "no NQ examples to answer")
-    predictions = predict_windows(model, run, examples, features, inputs, n_best_size=args.answers.n_best_size,
+    predictions = predict_windows(model, run, examples, features, inputs,
+                                  n_best_size=args.answers.n_best(N_BEST_SIZE),
                                   max_answer_length=args.answers.max_answer_length)
     atomic_write_text(args.output, json.dumps({"predictions": predictions}) + "\n")
     return f"answers to {len(examples)} NQ examples in {args.output}"
@@ -368,6 +370,8 @@ def predict_nq(model: nn.Module, tokenizer: BertTokenizer, run: Runner, args: Pr
 
 def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
     """Register ``bertkit predict``."""
+    from bertkit.tasks.finetune_squad import N_BEST_SIZE as SQUAD_N_BEST
+    from bertkit.tasks.nq import N_BEST_SIZE as NQ_N_BEST
     from bertkit.tasks.squad import SquadConfig
 
     p = subparsers.add_parser("predict", help="predict a file with a fine-tuned model (classification, NER, SQuAD)",
@@ -397,7 +401,8 @@ def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("qa and nq")
     g.add_argument("--doc-stride", type=int, help=f"default: {q.doc_stride}; nq: the model's")
     g.add_argument("--max-query-length", type=int, help=f"default: {q.max_query_length}; nq: the model's")
-    g.add_argument("--n-best-size", type=int, default=a.n_best_size, help="default: %(default)s")
+    g.add_argument("--n-best-size", type=int,
+                   help=f"candidates per question (default: the head's: qa {SQUAD_N_BEST}, nq {NQ_N_BEST})")
     g.add_argument("--max-answer-length", type=int, default=a.max_answer_length, help="default: %(default)s")
     g.add_argument("--null-score-diff-threshold", type=float, default=a.null_threshold,
                    help="v2.0: no answer when the null odds exceed this (default: %(default)s)")
