@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from bertkit import BertConfig, build_model, export_google, export_hf, load_model, read_checkpoint, save_bertkit
-from bertkit.convert.checkpoint import detect_format
+from bertkit.convert.checkpoint import canonical_state, detect_format
+from bertkit.convert.load import empty_model, load_tensors
 from bertkit.errors import BertkitError
 
 transformers = pytest.importorskip("transformers")
@@ -149,6 +150,33 @@ def test_head_created_only_when_asked(tmp_path):
     model = load_model(tmp_path, head="classification", num_labels=4, init_head=True)
     assert model.classifier.weight.shape == (4, TINY["hidden_size"])
     assert sorted(model.load_info.created) == ["classifier.bias", "classifier.weight"]
+    # drawn as Google's initializer draws a new head: truncated normal within 2σ, zero bias
+    std, w = TINY["initializer_range"], model.classifier.weight
+    assert w.abs().max() <= 2 * std and 0.4 * std < w.std() < 1.2 * std
+    assert torch.equal(model.classifier.bias, torch.zeros(4))
+
+
+def test_a_new_pretraining_head_is_drawn_and_tied(tmp_path):
+    """load_model lays the model out without random draws: the tie between the MLM decoder and the
+    word embeddings must survive, and every head tensor the checkpoint lacks must be drawn."""
+    body = random_model(None)
+    save_bertkit(body, tmp_path)
+    model = load_model(tmp_path, head="pretraining", init_head=True)
+    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+    assert torch.equal(model.bert.embeddings.word_embeddings.weight, body.embeddings.word_embeddings.weight)
+    assert torch.equal(model.cls.predictions.bias, torch.zeros(TINY["vocab_size"]))
+    assert torch.equal(model.cls.predictions.transform.LayerNorm.weight, torch.ones(TINY["hidden_size"]))
+    assert 0 < model.cls.seq_relationship.weight.abs().max() <= 2 * TINY["initializer_range"]
+    # a head tensor the checkpoint has is kept over its module's draw
+    full = random_model("pretraining")
+    state = {k: v for k, v in canonical_state(full).items() if k != "cls.seq_relationship.weight"}
+    model = empty_model(full.config, "pretraining")
+    load_tensors(model, state, "pretraining", init_head=True)
+    assert torch.equal(model.cls.seq_relationship.bias, full.cls.seq_relationship.bias)
+    assert not torch.equal(model.cls.seq_relationship.weight, full.cls.seq_relationship.weight)
+    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+    ids, types, mask = inputs()
+    torch.testing.assert_close(model.eval()(ids, types, mask).mlm_logits, full(ids, types, mask).mlm_logits)
 
 
 def test_label_count_comes_from_the_head_and_a_mismatch_is_refused(tmp_path):

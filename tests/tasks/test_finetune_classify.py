@@ -131,10 +131,11 @@ def test_regression_from_numeric_labels(tiny_model, tmp_path):
     data = {"train": write_csv(tmp_path / "train.csv", sentiment_rows(96, 1, regression=True)),
             "dev": write_csv(tmp_path / "dev.csv", sentiment_rows(32, 2, regression=True))}
     out = tmp_path / "run"
-    run_cli(*custom_args(tiny_model, data, out, "--max-steps", 60, "--eval-every", 20))
+    # 60 steps left Pearson anywhere from 0.36 to 0.74 by the seed's head draw; 120 give 0.99
+    run_cli(*custom_args(tiny_model, data, out, "--max-steps", 120, "--eval-every", 40))
     results = json.loads((out / "eval_results.json").read_text())
     assert {"pearson", "spearman", "score", "loss"} <= set(results)
-    assert results["pearson"] > 0.5
+    assert results["pearson"] > 0.9
     assert load_model(out, "classification").config.num_labels == 1
 
 
