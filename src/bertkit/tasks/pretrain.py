@@ -137,7 +137,7 @@ def run_pretraining(p: PretrainArgs, train: TrainArgs, optim: OptimizerArgs) -> 
 
 def _initial_model(p: PretrainArgs, checkpoint: Path | None) -> tuple[nn.Module, dict]:
     """The model to train and where its vocabulary comes from ({vocab_file, do_lower_case, init})."""
-    from bertkit.convert.load import load_model
+    from bertkit.convert.load import empty_model, load_model
     from bertkit.model import build_model
     from bertkit.training.checkpoint import read_meta
 
@@ -148,7 +148,7 @@ def _initial_model(p: PretrainArgs, checkpoint: Path | None) -> tuple[nn.Module,
         if p.model_config is not None and resolve_config(p.model_config).to_dict() != config.to_dict():
             raise BertkitError(f"--model-config {p.model_config} differs from the model of the run being resumed")
         origin = {k: meta.get(k) for k in ("vocab_file", "do_lower_case", "init")}
-        return build_model(config, "pretraining"), origin
+        return empty_model(config, "pretraining"), origin  # the weights come from the checkpoint
     if p.init is not None:
         model = load_model(p.init, "pretraining", init_head=True).train()
         info = model.load_info

@@ -331,14 +331,14 @@ class Trainer:
     def export(self, out: Path, vocab_file: str | Path | None, do_lower_case: bool | None) -> Path | None:
         """Save the model in bertkit's format in ``out`` (every rank calls this; the main one writes)."""
         from bertkit.convert.checkpoint import save_bertkit
-        from bertkit.model import build_model
+        from bertkit.convert.load import empty_model
 
         state = self.model_state_dict()  # a collective under FSDP
         if not self.dist.main:
             return None
         model = self.model
         if D.is_fsdp(model):  # sharded: a plain copy from the gathered weights
-            model = build_model(model.config, getattr(model, "head", None))
+            model = empty_model(model.config, getattr(model, "head", None))
             model.load_state_dict(state)
         if vocab_file is not None and not Path(vocab_file).is_file():
             vocab_file = None
