@@ -33,6 +33,7 @@ import copy
 import json
 import math
 import platform
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -273,6 +274,20 @@ def machine() -> dict:
             "torch": torch.__version__, "python": platform.python_version(), "allocator": active_allocator()}
 
 
+def commit() -> str | None:
+    """The checkout's commit, "+" when tracked files differ from it: a seed's numbers depend on the
+    code's random draws (a new head's draw moved in 83373fb), so a stored run names what ran."""
+    here = Path(__file__).parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+" if dirty else "")
+
+
 def peak_tflops(args: argparse.Namespace) -> float:
     """The matrix-product peak in the run's precision now, in TFLOP/s: this VM's speed moves by ±25%
     and at times by 2-3× for a while, so each run keeps the peak measured just before and after it."""
@@ -350,7 +365,7 @@ def main() -> None:
                         measure = run_bertkit if side == "bertkit" else run_transformers
                         before = peak_tflops(args)
                         run = {"task": name, "seed": seed, "side": side, "recipe": wanted, "machine": machine(),
-                               "n_train": n_train, **measure(task, n_train, seed, args, Path(tmp))}
+                               "commit": commit(), "n_train": n_train, **measure(task, n_train, seed, args, Path(tmp))}
                         run["matmul_peak_tflops"] = [before, peak_tflops(args)]
                         if args.results:
                             args.results.mkdir(parents=True, exist_ok=True)

@@ -374,7 +374,8 @@ def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
     from bertkit.tasks.nq import N_BEST_SIZE as NQ_N_BEST
     from bertkit.tasks.squad import SquadConfig
 
-    p = subparsers.add_parser("predict", help="predict a file with a fine-tuned model (classification, NER, SQuAD)",
+    p = subparsers.add_parser("predict",
+                              help="predict a file with a fine-tuned model (classification, NER, SQuAD, NQ)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, type=Path, metavar="PATH", help="a fine-tuned checkpoint directory")
     p.add_argument("--input", required=True, type=Path, metavar="FILE")
