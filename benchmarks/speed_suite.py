@@ -9,8 +9,9 @@ Every combination of modes × lengths × precisions (training skips bf16-weights
 from bertkit's weights (exported with bertkit's HF converter), outputs checked equal on real tokens,
 then interleaved timing with medians, real-token FLOP rate against a matmul peak measured in the
 same run, and peak memory in a process per implementation. See that module for the definitions.
-With --compile every inference configuration is measured a second time with bertkit's encoder
-compiled (``compile_for_inference``; transformers eager in both).
+With --compile every configuration is measured a second time with bertkit compiled: for
+inference its encoder (``compile_for_inference``), for training the whole model as ``bertkit
+pretrain --compile`` runs it; transformers runs eager in both.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, help="untimed batches first (default: 1 on CPU, 3 on CUDA)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--compile", action="store_true", help="inference also with bertkit compiled")
+    parser.add_argument("--compile", action="store_true", help="also with bertkit compiled")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     args = parser.parse_args()
@@ -52,7 +53,7 @@ def main() -> None:
         specs = [make_spec(args.device, mode=mode, lengths=lengths, precision=precision, batch_size=args.batch_size,
                            repeats=args.repeats, warmup=args.warmup, compile=compiled)
                  for mode in args.modes for lengths in args.lengths for precision in args.precisions
-                 for compiled in ((False, True) if args.compile and mode == "infer" else (False,))
+                 for compiled in ((False, True) if args.compile else (False,))
                  if not (mode == "train" and precision == "bf16-weights")]
         report = run_benchmark(args.model or args.preset, specs, against="transformers", device=args.device,
                                threads=args.threads, memory=not args.no_memory)

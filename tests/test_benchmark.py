@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from bertkit.benchmark import (
     check_agreement,
     encoder_flops,
     make_batch,
+    make_step,
+    prepare,
     require_transformers,
     transformers_twin,
 )
@@ -162,12 +165,36 @@ def test_benchmark_compiled_against_transformers(tiny_dir):
     assert run["speedup"] > 0
 
 
+def test_compiled_training_steps_as_eager_without_recompiling():
+    """--mode train --compile times the whole model under torch.compile (pretrain --compile): its
+    steps leave the weights eager steps leave, and batches of new lengths reuse one compilation."""
+    config = dataclasses.replace(TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    model = build_model(config, "pretraining").eval()
+    spec = BenchSpec(mode="train", lengths="var", batch_size=4, compile=True)
+    cpu = torch.device("cpu")
+    eager = prepare("bertkit", model, dataclasses.replace(spec, compile=False), cpu)
+    compiled = prepare("bertkit", model, spec, cpu)
+    assert isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule)
+    batches = [make_batch(spec, config.vocab_size, i) for i in range(3)]
+    assert len({b["input_ids"].shape[1] for b in batches}) == 3  # three lengths
+    steps = [make_step("bertkit", m, spec, cpu) for m in (eager, compiled)]
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for batch in batches:
+            for step in steps:
+                step(batch)
+    for (name, ours), theirs in zip(eager.named_parameters(), compiled._orig_mod.parameters()):
+        torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5, msg=name)
+    assert not torch.equal(eager.bert.encoder.layer[0].attention.self.query.weight,
+                           model.bert.encoder.layer[0].attention.self.query.weight)  # it trained
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--model", "/no/such/model"], "/no/such/model: no such checkpoint directory"),
     (["--model", "tiny", "--repeats", "0"], "--repeats must be at least 1"),
     (["--model", "tiny", "--mode", "train", "--precision", "bf16-weights"], "bf16-weights is for inference"),
     (["--model", "tiny", "--device", "tpu"], "unknown device"),
-    (["--model", "tiny", "--mode", "train", "--compile"], "--compile is for inference"),
 ])
 def test_bad_input_is_a_one_line_error(args, fragment):
     result = bertkit("benchmark", *args)

@@ -81,7 +81,9 @@ class BenchSpec:
     repeats: int = 3  # timed batches per implementation
     warmup: int = 1  # untimed batches per implementation before those
     seed: int = 0  # a batch is a function of (seed, its index)
-    compile: bool = False  # infer: bertkit's encoder compiled with frozen weights (compile_for_inference)
+    # bertkit compiled: infer, the encoder with frozen weights (compile_for_inference, as predict
+    # --compile); train, the whole model under torch.compile (as pretrain --compile)
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for name, known in (("mode", MODES), ("lengths", tuple(LENGTHS)), ("precision", PRECISIONS)):
@@ -89,8 +91,6 @@ class BenchSpec:
                 raise BertkitError(f"unknown {name} {getattr(self, name)!r} (known: {', '.join(known)})")
         if self.mode == "train" and self.precision == "bf16-weights":
             raise BertkitError("precision bf16-weights is for inference; train with bf16 (autocast)")
-        if self.mode == "train" and self.compile:
-            raise BertkitError("--compile is for inference (compiled training: bertkit pretrain --compile)")
         for name, least in (("batch_size", 1), ("repeats", 1), ("warmup", 0)):
             if getattr(self, name) < least:
                 raise BertkitError(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(self, name)}")
@@ -250,7 +250,14 @@ def prepare(impl: str, model: nn.Module, spec: BenchSpec, device: torch.device) 
     if spec.mode == "train" or spec.precision == "bf16-weights" or compiled:
         model = copy.deepcopy(model)
     model = model.to(device=device, dtype=torch.bfloat16 if spec.precision == "bf16-weights" else None)
-    return compile_for_inference(model) if compiled else model
+    if not compiled:
+        return model
+    if spec.mode == "infer":
+        return compile_for_inference(model)
+    # What pretrain --compile runs. Where batch lengths vary, every shape shares one compilation
+    # (dynamic), so that no recompilation falls in the timed batches.
+    shortest, longest = LENGTHS[spec.lengths]
+    return torch.compile(model, dynamic=True if shortest != longest else None)
 
 
 def _autocast(spec: BenchSpec, device: torch.device):

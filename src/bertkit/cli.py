@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", choices=("transformers",), help="also time transformers on the same weights")
     p.add_argument("--compile", action="store_true",
                    help="infer: torch.compile bertkit's encoder with its weights frozen in, as predict --compile "
-                        "does (transformers runs eager); the warm-up batches absorb the compilation")
+                        "does; train: the whole model under torch.compile, as pretrain --compile does "
+                        "(transformers runs eager); the warm-up batches absorb the compilation")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--batch-size", type=int, help="sequences per batch (default: 8 on CPU, 32 on CUDA)")
     p.add_argument("--repeats", type=int, help="timed batches per implementation (default: 3 on CPU, 10 on CUDA)")
