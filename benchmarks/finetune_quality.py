@@ -260,6 +260,35 @@ def print_table(results: dict[str, dict]) -> None:
                   f"{k * t[m]['mean']:.2f} ± {k * t[m]['std']:.2f} | {times} |")
 
 
+def loss_curves(runs_by_side: dict[str, list[dict]], windows: int = 10) -> dict | None:
+    """Both sides' training loss in ``windows`` equal spans of the run, averaged over the seeds whose
+    two runs both kept it, and bertkit's minus transformers' per seed (its mean and spread): the
+    sides share batches and head, so a systematic difference shows in every seed, a draw's in few."""
+    pairs = [(b["train_loss"], t["train_loss"]) for b, t in zip(*(runs_by_side[side] for side in SIDES))
+             if "train_loss" in b and "train_loss" in t and len(b["train_loss"]) == len(t["train_loss"]) >= windows]
+    if not pairs:
+        return None
+    # (seeds, windows) window means per side
+    means = {side: np.array([[float(np.mean(w)) for w in np.array_split(np.asarray(pair[i]), windows)] for pair in pairs])
+             for i, side in enumerate(SIDES)}
+    diff = means["bertkit"] - means["transformers"]
+    return {"seeds": len(pairs), "updates": len(pairs[0][0]),
+            **{side: means[side].mean(0).round(5).tolist() for side in SIDES},
+            "difference": diff.mean(0).round(5).tolist(),
+            "difference_std": (diff.std(0, ddof=1) if len(pairs) > 1 else np.zeros(windows)).round(5).tolist(),
+            "whole_run_difference": [round(float(d), 5) for d in (means["bertkit"] - means["transformers"]).mean(1)]}
+
+
+def print_curves(task: str, c: dict) -> None:
+    print(f"\n{task}: training loss in {len(c['difference'])} equal spans of {c['updates']} updates, "
+          f"mean of {c['seeds']} seed(s); bertkit − transformers per seed over the whole run: "
+          f"{', '.join(f'{d:+.4f}' for d in c['whole_run_difference'])}")
+    print("| span | bertkit | transformers | difference (± std over seeds) |")
+    print("|---|---|---|---|")
+    for i, (b, t, d, s) in enumerate(zip(c["bertkit"], c["transformers"], c["difference"], c["difference_std"])):
+        print(f"| {i + 1} | {b:.4f} | {t:.4f} | {d:+.4f} ± {s:.4f} |")
+
+
 # --- the runs, kept one file each ----------------------------------------------------------------
 
 
@@ -408,7 +437,13 @@ def main() -> None:
                                   **{m: round(run["metrics"][m], 4) for m in SHOWN[name]}}
                 print(json.dumps(line), flush=True)
             results[name] = summarize(name, runs)
+            curves = loss_curves(runs)
+            if curves:
+                results[name]["train_loss_curves"] = curves
     print_table(results)
+    for name, r in results.items():
+        if "train_loss_curves" in r:
+            print_curves(name, r["train_loss_curves"])
     if args.json:
         atomic_write_text(args.json, json.dumps({"args": {k: str(v) for k, v in vars(args).items()
                                                         if k != "lr"}, "results": results}, indent=2) + "\n")
