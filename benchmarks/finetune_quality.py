@@ -24,6 +24,10 @@ written there at once (atomically) with its recipe and machine, a later invocati
 recipe skips the runs already there, and the table is made from every run the folder holds:
 
     .venv/bin/python benchmarks/finetune_quality.py --precision fp32 --results benchmarks/results/finetune_quality
+
+Each run also keeps its training loss for every update, and the table is followed by both sides'
+curves in ten spans of the run, averaged over the seeds. ``--dropout 0`` runs both sides without
+dropout, so that they differ only in rounding: whether a gap between them comes from the draws.
 """
 
 from __future__ import annotations
