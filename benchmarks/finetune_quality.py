@@ -280,7 +280,7 @@ def loss_curves(runs_by_side: dict[str, list[dict]], windows: int = 10) -> dict 
             **{side: means[side].mean(0).round(5).tolist() for side in SIDES},
             "difference": diff.mean(0).round(5).tolist(),
             "difference_std": (diff.std(0, ddof=1) if len(pairs) > 1 else np.zeros(windows)).round(5).tolist(),
-            "whole_run_difference": [round(float(d), 5) for d in (means["bertkit"] - means["transformers"]).mean(1)]}
+            "whole_run_difference": [round(float(d), 5) for d in diff.mean(1)]}
 
 
 def print_curves(task: str, c: dict) -> None:
@@ -320,6 +320,8 @@ def recipe(args: argparse.Namespace, task: str) -> dict:
 def with_dropout(checkpoint: Path, p: float, folder: Path) -> Path:
     """A copy of the checkpoint whose config.json sets every dropout probability to p: both sides
     read it from there (transformers' classifier dropout follows hidden_dropout_prob)."""
+    if not (checkpoint / "config.json").is_file():
+        raise SystemExit(f"--dropout: {checkpoint} has no config.json to set the dropout in")
     copy_dir = folder / "checkpoint"
     shutil.copytree(checkpoint, copy_dir)
     config = json.loads((copy_dir / "config.json").read_text(encoding="utf-8"))
