@@ -56,7 +56,7 @@ from bertkit.tokenizer import load_tokenizer
 from bertkit.training.args import OptimizerArgs, TrainArgs
 from bertkit.training.batches import ArrayBatches
 from bertkit.training.checkpoint import seed_everything
-from bertkit.training.monitor import METRICS_FILE
+from bertkit.training.monitor import read_metrics
 from bertkit.training.optim import fusable
 from bertkit.training.precision import autocast
 from bertkit.training.schedule import LinearSchedule
@@ -121,8 +121,7 @@ def run_bertkit(task, n_train: int, seed: int, args: argparse.Namespace, work: P
     start = time.perf_counter()
     result = run_finetune(task, fa, train, optim).runs[0]
     seconds = time.perf_counter() - start
-    logged = [json.loads(line) for line in (fa.output / METRICS_FILE).read_text(encoding="utf-8").splitlines()]
-    losses = [r["loss"] for r in logged if "lr" in r]  # the training lines (evaluation lines have no lr)
+    losses = [r["loss"] for r in read_metrics(fa.output) if "lr" in r]  # training lines (evaluation's have no lr)
     return {"metrics": result, "seconds_per_epoch": seconds / epochs, "train_loss": rounded(losses)}
 
 
