@@ -26,7 +26,9 @@ recipe skips the runs already there, and the table is made from every run the fo
     .venv/bin/python benchmarks/finetune_quality.py --precision fp32 --results benchmarks/results/finetune_quality
 
 Each run also keeps its training loss for every update, and the table is followed by both sides'
-curves in ten spans of the run, averaged over the seeds. ``--dropout 0`` runs both sides without
+curves in ten spans of the run, averaged over the seeds. Then bertkit's metric minus transformers'
+is compared seed by seed (the two runs of a seed share head and batches): the mean difference, its
+t and its 90% interval, which say whether a gap between the means is larger than the seeds' luck. ``--dropout 0`` runs both sides without
 dropout, so that they differ only in rounding: whether a gap between them comes from the draws.
 """
 
@@ -263,6 +265,51 @@ def print_table(results: dict[str, dict]) -> None:
                   f"{k * t[m]['mean']:.2f} ± {k * t[m]['std']:.2f} | {times} |")
 
 
+CONFIDENCE = 0.90  # of the paired differences' interval
+
+
+def paired_differences(task: str, runs_by_side: dict[str, list[dict]], confidence: float = CONFIDENCE) -> dict:
+    """bertkit's metric minus transformers' for each seed, and their mean's two-sided ``confidence``
+    interval (Student's t). The two runs of a seed share head and batches, so pairing removes the
+    seed's own luck from the comparison; the interval says how far apart the two means could be."""
+    from scipy import stats  # installed with seqeval (scikit-learn); named in the test extras
+
+    out = {}
+    for m in SHOWN[task]:
+        diffs = [b["metrics"][m] - t["metrics"][m] for b, t in zip(*(runs_by_side[side] for side in SIDES))]
+        mean = float(np.mean(diffs))
+        entry = {"values": diffs, "mean": mean}
+        if len(diffs) > 1:
+            std = float(np.std(diffs, ddof=1))
+            se = std / math.sqrt(len(diffs))
+            half = float(stats.t.ppf(0.5 + confidence / 2, len(diffs) - 1)) * se
+            # t is undefined when every seed gives the same difference (se 0)
+            entry.update(std=std, t=mean / se if se > 0 else None, interval=[mean - half, mean + half],
+                         confidence=confidence)
+        out[m] = entry
+    return out
+
+
+def print_paired(results: dict[str, dict]) -> None:
+    pct = f"{CONFIDENCE:.0%}"
+    print(f"\nbertkit − transformers, paired by seed (mean ± std over seeds, t, {pct} interval of the mean):")
+    print(f"| task | metric | seeds | difference | t | {pct} interval | ahead / level / behind |")
+    print("|---|---|---:|---|---:|---|---|")
+    for task, r in results.items():
+        k = 1 if task in IN_PERCENT else 100
+        for m, d in r["paired"].items():
+            count = (sum(x > 1e-12 for x in d["values"]), sum(abs(x) <= 1e-12 for x in d["values"]),
+                     sum(x < -1e-12 for x in d["values"]))
+            if "std" in d:
+                lo, hi = d["interval"]
+                t = "—" if d["t"] is None else f"{d['t']:.2f}"
+                spread, interval = f" ± {k * d['std']:.2f}", f"{k * lo:+.2f} to {k * hi:+.2f}"
+            else:
+                spread, t, interval = "", "—", "—"
+            print(f"| {task} | {m} | {len(d['values'])} | {k * d['mean']:+.2f}{spread} | {t} | {interval} "
+                  f"| {' / '.join(map(str, count))} |")
+
+
 def loss_curves(runs_by_side: dict[str, list[dict]], windows: int = 10) -> dict | None:
     """Both sides' training loss in ``windows`` equal spans of the run, averaged over the seeds whose
     two runs both kept it, and bertkit's minus transformers' per seed (its mean and spread): the
@@ -442,10 +489,12 @@ def main() -> None:
                                   **{m: round(run["metrics"][m], 4) for m in SHOWN[name]}}
                 print(json.dumps(line), flush=True)
             results[name] = summarize(name, runs)
+            results[name]["paired"] = paired_differences(name, runs)
             curves = loss_curves(runs)
             if curves:
                 results[name]["train_loss_curves"] = curves
     print_table(results)
+    print_paired(results)
     for name, r in results.items():
         if "train_loss_curves" in r:
             print_curves(name, r["train_loss_curves"])
