@@ -28,8 +28,9 @@ recipe skips the runs already there, and the table is made from every run the fo
 Each run also keeps its training loss for every update, and the table is followed by both sides'
 curves in ten spans of the run, averaged over the seeds. Then bertkit's metric minus transformers'
 is compared seed by seed (the two runs of a seed share head and batches): the mean difference, its
-t and its 90% interval, which say whether a gap between the means is larger than the seeds' luck. ``--dropout 0`` runs both sides without
-dropout, so that they differ only in rounding: whether a gap between them comes from the draws.
+t and its 90% interval, which say whether a gap between the means is larger than the seeds' luck.
+``--dropout 0`` runs both sides without dropout, so that they differ only in rounding: whether a gap
+between them comes from the draws.
 """
 
 from __future__ import annotations
