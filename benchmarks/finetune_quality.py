@@ -55,6 +55,7 @@ from bertkit.convert.load import load_model
 from bertkit.io import atomic_write_text
 from bertkit.tasks.finetune import FinetuneArgs, run_finetune
 from bertkit.tasks.inference import run_model, trim_padding
+from bertkit.tasks.metrics import summarize_seeds
 from bertkit.tokenizer import load_tokenizer
 from bertkit.training.args import OptimizerArgs, TrainArgs
 from bertkit.training.batches import ArrayBatches
@@ -275,19 +276,15 @@ def paired_differences(task: str, runs_by_side: dict[str, list[dict]], confidenc
     seed's own luck from the comparison; the interval says how far apart the two means could be."""
     from scipy import stats  # installed with seqeval (scikit-learn); named in the test extras
 
-    out = {}
-    for m in SHOWN[task]:
-        diffs = [b["metrics"][m] - t["metrics"][m] for b, t in zip(*(runs_by_side[side] for side in SIDES))]
-        mean = float(np.mean(diffs))
-        entry = {"values": diffs, "mean": mean}
-        if len(diffs) > 1:
-            std = float(np.std(diffs, ddof=1))
-            se = std / math.sqrt(len(diffs))
-            half = float(stats.t.ppf(0.5 + confidence / 2, len(diffs) - 1)) * se
+    pairs = zip(*(runs_by_side[side] for side in SIDES))
+    out = summarize_seeds([{m: b["metrics"][m] - t["metrics"][m] for m in SHOWN[task]} for b, t in pairs])
+    for entry in out.values():
+        n, mean = len(entry["values"]), entry["mean"]
+        if n > 1:
+            se = entry["std"] / math.sqrt(n)
+            half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
             # t is undefined when every seed gives the same difference (se 0)
-            entry.update(std=std, t=mean / se if se > 0 else None, interval=[mean - half, mean + half],
-                         confidence=confidence)
-        out[m] = entry
+            entry.update(t=mean / se if se > 0 else None, interval=[mean - half, mean + half], confidence=confidence)
     return out
 
 
@@ -301,7 +298,7 @@ def print_paired(results: dict[str, dict]) -> None:
         for m, d in r["paired"].items():
             count = (sum(x > 1e-12 for x in d["values"]), sum(abs(x) <= 1e-12 for x in d["values"]),
                      sum(x < -1e-12 for x in d["values"]))
-            if "std" in d:
+            if "interval" in d:
                 lo, hi = d["interval"]
                 t = "—" if d["t"] is None else f"{d['t']:.2f}"
                 spread, interval = f" ± {k * d['std']:.2f}", f"{k * lo:+.2f} to {k * hi:+.2f}"
