@@ -234,9 +234,7 @@ def summarize(task: str, runs_by_side: dict[str, list[dict]]) -> dict:
     out = {}
     for side in SIDES:
         runs = runs_by_side[side]
-        metrics = {m: [r["metrics"][m] for r in runs] for m in SHOWN[task]}
-        out[side] = {m: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-                         "values": v} for m, v in metrics.items()}
+        out[side] = summarize_seeds([{m: r["metrics"][m] for m in SHOWN[task]} for r in runs])
         out[side]["seconds_per_epoch"] = float(np.mean([r["seconds_per_epoch"] for r in runs]))
         out[side]["seeds"] = [r["seed"] for r in runs]
         # Timings are only comparable on one allocator (see bertkit.allocator); runs stored before
