@@ -1,5 +1,6 @@
 """bertkit's fine-tuning loop step by step against transformers in a plain loop (a reference nobody
 here wrote): the real MiniLM checkpoint, the same batches in the same order, no dropout, fp32.
+With dropout on, the draws differ, so there the training-mode spread of the outputs is compared.
 
 Model, loss, AdamW with BERT's decay exclusions, clipping and Google's schedule all take part, so
 a difference in any of them (bias correction, a decayed LayerNorm, the loss normalisation, the
@@ -104,3 +105,44 @@ def test_loop_follows_transformers_step_by_step(tmp_path, regression):
     mine, theirs_state = final.state_dict(), theirs.state_dict()
     for name in ("classifier.weight", "bert.pooler.dense.weight", "bert.encoder.layer.5.output.dense.weight"):
         np.testing.assert_allclose(mine[name].numpy(), theirs_state[name].numpy(), atol=2e-5, err_msg=name)
+
+
+def spread(model: torch.nn.Module, inputs: dict[str, torch.Tensor], draws: int) -> torch.Tensor:
+    """Per example and feature, the standard deviation over ``draws`` training-mode forwards of the
+    pooled output and the last [CLS] state: (2, B, H). bertkit's output names the pooled output
+    ``pooled_output``, transformers' ``pooler_output``."""
+    outs = []
+    with torch.no_grad():
+        for _ in range(draws):
+            out = model(**inputs)
+            pooled = out.pooler_output if hasattr(out, "pooler_output") else out.pooled_output
+            outs.append(torch.stack([pooled, out.last_hidden_state[:, 0]]))
+    return torch.stack(outs).std(0)
+
+
+def test_training_mode_spread_follows_transformers(tmp_path):
+    """With dropout on, the two trainings draw different masks, so only their distributions can be
+    compared: the real checkpoint on short sentences of mixed length (bertkit's packed path with its
+    own 16-bit masks, transformers' padded SDPA math route with torch's), the same spread of what
+    the head sees. A dropout site missing, added or at another rate would move it."""
+    model_dir = Path(minilm.__file__).parent / "model"
+    data = read_classify_data("custom", train=reviews(tmp_path / "train.csv", 16, 5, False),
+                              dev=reviews(tmp_path / "dev.csv", 4, 6, False))
+    task = ClassifyTask(data, load_tokenizer(model_dir), max_seq_length=64)
+    features = task.train_features()
+    inputs = trim_padding({k: torch.from_numpy(features[k]) for k in ("input_ids", "token_type_ids", "attention_mask")})
+    lengths = inputs["attention_mask"].sum(1)
+    assert lengths.min() < lengths.max()  # padding, so the two sides take different routes
+
+    theirs = transformers.BertModel.from_pretrained(model_dir, attn_implementation="sdpa").train()
+    torch.manual_seed(0)
+    reference = spread(theirs, inputs, draws=300)
+    ours = load_model(model_dir, "classification", init_head=True, num_labels=2).train()
+    torch.manual_seed(1)
+    ratio = spread(ours, inputs, draws=300).mean((1, 2)) / reference.mean((1, 2))  # (2,): pooled, [CLS]
+    assert ratio.tolist() == pytest.approx([1.0, 1.0], abs=0.02)
+    # The check sees a model whose attention dropout is off (the hidden dropouts still on).
+    less = load_model(model_dir, "classification", init_head=True, num_labels=2,
+                      attention_probs_dropout_prob=0.0).train()
+    smaller = spread(less, inputs, draws=300).mean((1, 2)) / reference.mean((1, 2))
+    assert smaller.max().item() < 0.9  # measured 0.80 and 0.78; with it on, 1.002 and 1.001
