@@ -1,7 +1,7 @@
 """bertkit against transformers' BertModel / BertForPreTraining (sdpa), identical weights, one run.
 
     .venv/bin/python benchmarks/speed_suite.py [--preset base | --model DIR] [--modes infer,train]
-        [--lengths fixed,var,squad] [--precisions fp32,bf16,bf16-weights] [--batch-size 8]
+        [--lengths fixed,var,squad,short,data [--data PATH]] [--precisions fp32,bf16,bf16-weights] [--batch-size 8]
         [--repeats 3] [--threads N] [--device cpu|cuda] [--compile] [--json]
 
 Every combination of modes × lengths × precisions (training skips bf16-weights) goes through
@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bertkit.benchmark import LENGTHS, MODES, PRECISIONS, format_report, make_spec, run_benchmark
+from bertkit.benchmark import LENGTHS, MODES, PRECISIONS, WORKLOADS, format_report, make_spec, run_benchmark
 from bertkit.errors import BertkitError
 
 
@@ -38,7 +38,8 @@ def main() -> None:
     parser.add_argument("--preset", default="base", help="random weights of this size (default: base)")
     parser.add_argument("--model", help="a checkpoint directory instead of --preset")
     parser.add_argument("--modes", type=csv(MODES), default=list(MODES))
-    parser.add_argument("--lengths", type=csv(tuple(LENGTHS)), default=list(LENGTHS))
+    parser.add_argument("--lengths", type=csv(WORKLOADS), default=list(LENGTHS))
+    parser.add_argument("--data", help="pretraining data for the lengths 'data' (a bertkit data directory or TFRecords)")
     parser.add_argument("--precisions", type=csv(PRECISIONS), default=list(PRECISIONS))
     parser.add_argument("--batch-size", type=int, help="default: 8 on CPU, 32 on CUDA")
     parser.add_argument("--repeats", type=int, help="timed batches per implementation (default: 3 on CPU, 10 on CUDA)")
@@ -49,9 +50,12 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     args = parser.parse_args()
+    if args.data and "data" not in args.lengths:
+        parser.error("--data is read by the lengths 'data': add it to --lengths")
     try:
         specs = [make_spec(args.device, mode=mode, lengths=lengths, precision=precision, batch_size=args.batch_size,
-                           repeats=args.repeats, warmup=args.warmup, compile=compiled)
+                           repeats=args.repeats, warmup=args.warmup, compile=compiled,
+                           data=args.data if lengths == "data" else None)
                  for mode in args.modes for lengths in args.lengths for precision in args.precisions
                  for compiled in ((False, True) if args.compile else (False,))
                  if not (mode == "train" and precision == "bf16-weights")]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -15,6 +17,9 @@ from bertkit import BertConfig, BertkitError, build_model, save_bertkit
 from bertkit.benchmark import (
     TOLERANCE,
     BenchSpec,
+    _bertkit_loss,
+    _check_lengths,
+    _transformers_loss,
     check_agreement,
     encoder_flops,
     make_batch,
@@ -23,6 +28,8 @@ from bertkit.benchmark import (
     require_transformers,
     transformers_twin,
 )
+from bertkit.data.create import CreateConfig, create_pretraining_data
+from bertkit.data.dataset import PretrainingDataset
 
 TINY = BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                   intermediate_size=256, max_position_embeddings=128)
@@ -86,6 +93,72 @@ def test_variable_length_pretraining_batch(workload, shortest, longest, slots):
         assert torch.equal(batch["masked_lm_ids"][row][real], labels[positions])
 
 
+WORDS = ["the", "a", "cat", "dog", "bird", "sees", "chases", "near", "old", "red", "quiet", "house", "tree"]
+
+
+@pytest.fixture(scope="module")
+def pretraining_data(tmp_path_factory):
+    """`bertkit data create` output (length 48) from documents of 1-8 sentences: pairs of many lengths."""
+    root = tmp_path_factory.mktemp("pretraining")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, "."]
+    (root / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    rng = random.Random(0)
+    docs = ["\n".join(" ".join(rng.choices(WORDS, k=rng.randint(3, 12))) + " ." for _ in range(rng.randint(1, 8)))
+            for _ in range(60)]
+    (root / "corpus.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    config = CreateConfig(max_seq_length=48, max_predictions_per_seq=7, dupe_factor=2, seed=1)
+    create_pretraining_data(str(root / "corpus.txt"), root / "vocab.txt", root / "data", config, lower_case=True)
+    return root / "data"
+
+
+def test_data_batches_are_the_instances_in_shuffled_order(pretraining_data):
+    """--lengths data: batch i is positions [iB, (i+1)B) of the data's order for the seed, cut to its
+    longest instance; transformers' labels put each masked slot's id at its position."""
+    dataset = PretrainingDataset(pretraining_data)
+    spec = BenchSpec(mode="train", lengths="data", data=str(pretraining_data), batch_size=8, seed=2)
+    batch = make_batch(spec, TINY.vocab_size, index=1)
+    expected = dataset.get_batch(dataset.permutation(2)(np.arange(8, 16)))
+    lengths = expected["attention_mask"].sum(1)
+    assert lengths.min() < lengths.max() == batch["input_ids"].shape[1] <= 48  # mixed lengths, cut to the longest
+    for name in ("input_ids", "token_type_ids", "attention_mask"):
+        assert np.array_equal(batch[name].numpy(), expected[name][:, :lengths.max()]), name
+    for name in ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights", "next_sentence_labels"):
+        assert np.array_equal(batch[name].numpy(), expected[name]), name
+    real = expected["masked_lm_weights"] > 0
+    labels = batch["mlm_labels"].numpy()
+    for row in range(8):
+        positions = expected["masked_lm_positions"][row][real[row]]
+        assert np.array_equal(np.flatnonzero(labels[row] != -100), np.sort(positions))
+        assert np.array_equal(labels[row][positions], expected["masked_lm_ids"][row][real[row]])
+    inputs = make_batch(dataclasses.replace(spec, mode="infer"), TINY.vocab_size, index=1)
+    assert sorted(inputs) == ["attention_mask", "input_ids", "token_type_ids"]
+    assert torch.equal(inputs["input_ids"], batch["input_ids"])
+    wrapped = make_batch(spec, TINY.vocab_size, index=len(dataset))  # batch N starts at N*B mod N = 0
+    assert torch.equal(wrapped["input_ids"], make_batch(spec, TINY.vocab_size, index=0)["input_ids"])
+
+
+def test_data_batches_give_both_sides_the_same_loss(pretraining_data, tmp_path):
+    """On the same weights, bertkit's objective (masked slots, weighted) and transformers' (labels
+    -100 elsewhere) are the same number on a real pretraining batch."""
+    spec = BenchSpec(mode="train", lengths="data", data=str(pretraining_data), batch_size=8)
+    torch.manual_seed(0)
+    ours = build_model(TINY, "pretraining").eval()
+    theirs = transformers_twin(ours, tmp_path / "twin").eval()
+    batch = make_batch(spec, TINY.vocab_size, index=0)
+    assert check_agreement(ours, theirs, batch, spec) <= TOLERANCE["fp32"]
+    with torch.no_grad():
+        torch.testing.assert_close(_bertkit_loss(ours, batch), _transformers_loss(theirs, batch), rtol=1e-5, atol=1e-6)
+
+
+def test_data_that_does_not_fit_the_model_is_refused(pretraining_data):
+    spec = BenchSpec(mode="train", lengths="data", data=str(pretraining_data))
+    with pytest.raises(BertkitError, match="token id .* outside the model's vocabulary of 5"):
+        _check_lengths(dataclasses.replace(TINY, vocab_size=5), [spec])
+    with pytest.raises(BertkitError, match="at most 32 positions; the workload needs 48"):
+        _check_lengths(dataclasses.replace(TINY, max_position_embeddings=32), [spec])
+    _check_lengths(TINY, [spec])
+
+
 # --- the identical-weights check --------------------------------------------------------------
 
 
@@ -144,6 +217,19 @@ def test_benchmark_json(tiny_dir, mode, against):
         assert run["speedup"] is None and run["max_relative_difference"] is None
 
 
+def test_benchmark_on_pretraining_data(tiny_dir, pretraining_data):
+    result = bertkit("benchmark", "--model", str(tiny_dir), "--mode", "train", "--lengths", "data", "--data",
+                     str(pretraining_data), "--against", "transformers", "--repeats", "2", "--batch-size", "4",
+                     "--threads", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    (run,) = json.loads(result.stdout)["results"]
+    assert (run["lengths"], run["data"]) == ("data", str(pretraining_data))
+    assert 0 < run["real_tokens_per_batch"] <= 4 * 48 and 0 <= run["padding"] < 1
+    assert 0 <= run["max_relative_difference"] <= TOLERANCE["fp32"] and run["speedup"] > 0
+    for row in run["implementations"].values():
+        check_rates(row, memory=True)  # the memory children read the same data
+
+
 def test_benchmark_table_against_transformers():
     result = bertkit("benchmark", "--model", "tiny", "--against", "transformers", "--precision", "bf16",
                      "--repeats", "1", "--batch-size", "2", "--threads", "1", "--no-memory")
@@ -195,6 +281,9 @@ def test_compiled_training_steps_as_eager_without_recompiling():
     (["--model", "tiny", "--repeats", "0"], "--repeats must be at least 1"),
     (["--model", "tiny", "--mode", "train", "--precision", "bf16-weights"], "bf16-weights is for inference"),
     (["--model", "tiny", "--device", "tpu"], "unknown device"),
+    (["--model", "tiny", "--lengths", "data"], "--lengths data reads its batches from --data PATH"),
+    (["--model", "tiny", "--data", "/no/such/data"], "--data needs --lengths data"),
+    (["--model", "tiny", "--lengths", "data", "--data", "/no/such/data"], "--data /no/such/data: no such pretraining data"),
 ])
 def test_bad_input_is_a_one_line_error(args, fragment):
     result = bertkit("benchmark", *args)

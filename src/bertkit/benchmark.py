@@ -5,7 +5,9 @@ The one measurement behind ``bertkit benchmark`` and ``benchmarks/speed_suite.py
 * workloads (``LENGTHS``): ``fixed``, every sequence 128 real tokens; ``var``, lengths uniform in
   20..128, each batch padded to its longest (as transformers users pad); ``squad``, 384, full;
   ``short``, lengths uniform in 5..32, padded per batch: single sentences as in CoLA and SST-2
-  (median 10 and 13 word pieces);
+  (median 10 and 13 word pieces); ``data``, real pretraining batches read from ``BenchSpec.data``
+  (``bertkit data create``'s output or Google's TFRecords), each cut to its longest instance: the
+  lengths, pairs and masks that pretraining feeds;
 * ``infer``: the bare encoder (BertModel) under ``inference_mode``. ``train``: BertForPreTraining,
   masked LM at 15% of each sequence's positions plus next sentence, forward + backward + AdamW step.
   bertkit runs its MLM head at the masked positions only (``masked_lm_positions``, through the
@@ -30,6 +32,7 @@ The one measurement behind ``bertkit benchmark`` and ``benchmarks/speed_suite.py
 from __future__ import annotations
 
 import copy
+import glob
 import json
 import math
 import platform
@@ -45,6 +48,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -52,6 +56,7 @@ from bertkit.allocator import active_allocator
 from bertkit.config import BertConfig, preset
 from bertkit.convert.checkpoint import export_hf, save_bertkit
 from bertkit.convert.load import load_model
+from bertkit.data.dataset import PretrainingDataset
 from bertkit.errors import BertkitError
 from bertkit.model import build_model, compile_for_inference
 from bertkit.process_memory import memory_now, memory_peak, reset_peak
@@ -60,6 +65,7 @@ from bertkit.training.optim import fusable, param_groups
 from bertkit.training.precision import native_bf16, warn_slow_bf16
 
 LENGTHS = {"fixed": (128, 128), "var": (20, 128), "squad": (384, 384), "short": (5, 32)}  # (shortest, longest) real length
+WORKLOADS = (*LENGTHS, "data")  # "data": batches from a pretraining data file, lengths as they come
 MODES = ("infer", "train")
 PRECISIONS = ("fp32", "bf16", "bf16-weights")
 MASKED_LM_PROB = 0.15  # share of each sequence's tokens the MLM head predicts
@@ -75,7 +81,7 @@ class BenchSpec:
     """One measured configuration."""
 
     mode: str = "infer"  # "infer" (encoder forward) or "train" (pretraining step)
-    lengths: str = "fixed"  # a key of LENGTHS
+    lengths: str = "fixed"  # one of WORKLOADS
     precision: str = "fp32"  # "fp32", "bf16" (autocast) or "bf16-weights" (inference only)
     batch_size: int = 8  # sequences per batch
     repeats: int = 3  # timed batches per implementation
@@ -84,11 +90,14 @@ class BenchSpec:
     # bertkit compiled: infer, the encoder with frozen weights (compile_for_inference, as predict
     # --compile); train, the whole model under torch.compile (as pretrain --compile)
     compile: bool = False
+    data: str | None = None  # pretraining data (a bertkit data directory or TFRecords) for lengths "data"
 
     def __post_init__(self) -> None:
-        for name, known in (("mode", MODES), ("lengths", tuple(LENGTHS)), ("precision", PRECISIONS)):
+        for name, known in (("mode", MODES), ("lengths", WORKLOADS), ("precision", PRECISIONS)):
             if getattr(self, name) not in known:
                 raise BertkitError(f"unknown {name} {getattr(self, name)!r} (known: {', '.join(known)})")
+        if (self.lengths == "data") != (self.data is not None):
+            raise BertkitError("--lengths data reads its batches from --data PATH, and --data needs --lengths data")
         if self.mode == "train" and self.precision == "bf16-weights":
             raise BertkitError("precision bf16-weights is for inference; train with bf16 (autocast)")
         for name, least in (("batch_size", 1), ("repeats", 1), ("warmup", 0)):
@@ -130,6 +139,8 @@ def make_batch(spec: BenchSpec, vocab_size: int, index: int, device: torch.devic
     round(15% of the sequence's length) are real; next_sentence_labels (B,); and mlm_labels (B, T),
     the masked tokens' ids and -100 elsewhere: transformers' labels for the same prediction.
     """
+    if spec.data is not None:
+        return {k: v.to(device) for k, v in _data_batch(spec, index).items()}
     g = torch.Generator().manual_seed(spec.seed * 1_000_003 + index)
     shortest, longest = LENGTHS[spec.lengths]
     lengths = torch.randint(shortest, longest + 1, (spec.batch_size,), generator=g)  # (B,)
@@ -156,6 +167,38 @@ def _masked_lm(ids: Tensor, lengths: Tensor, longest: int, g: torch.Generator) -
     return {"masked_lm_positions": positions, "masked_lm_ids": ids.gather(1, positions) * (weights > 0),
             "masked_lm_weights": weights, "mlm_labels": labels,
             "next_sentence_labels": torch.randint(0, 2, (len(ids),), generator=g)}
+
+
+def open_data(path: str) -> PretrainingDataset:
+    """The pretraining data at ``path``, opened once per process (TFRecords are indexed when opened)."""
+    if path not in _OPENED:
+        if not Path(path).exists() and not glob.glob(path):
+            raise BertkitError(f"--data {path}: no such pretraining data")
+        _OPENED[path] = PretrainingDataset(path)
+    return _OPENED[path]
+
+
+_OPENED: dict[str, PretrainingDataset] = {}
+
+
+def _data_batch(spec: BenchSpec, index: int) -> dict[str, Tensor]:
+    """Batch ``index`` of the data's shuffled order for ``spec.seed`` (wrapping around), cut to
+    its longest instance (as a collator padding per batch does), with transformers' ``mlm_labels``."""
+    data = open_data(spec.data)
+    if len(data) < spec.batch_size:
+        raise BertkitError(f"--data {spec.data}: {len(data)} instances, fewer than a batch of {spec.batch_size}")
+    positions = np.arange(index * spec.batch_size, (index + 1) * spec.batch_size) % len(data)
+    batch = {k: torch.from_numpy(v) for k, v in data.get_batch(data.permutation(spec.seed)(positions)).items()}
+    longest = int(batch["attention_mask"].sum(1).max())
+    for name in ("input_ids", "token_type_ids", "attention_mask"):
+        batch[name] = batch[name][:, :longest].long()  # (B, T)
+    if spec.mode == "infer":
+        return {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    real = batch["masked_lm_weights"] > 0  # (B, P)
+    labels = torch.full_like(batch["input_ids"], -100)
+    rows = torch.arange(len(labels))[:, None].expand_as(real)
+    labels[rows[real], batch["masked_lm_positions"][real]] = batch["masked_lm_ids"][real]
+    return {**batch, "mlm_labels": labels}
 
 
 # --- FLOPs --------------------------------------------------------------------------------------
@@ -256,7 +299,7 @@ def prepare(impl: str, model: nn.Module, spec: BenchSpec, device: torch.device) 
         return compile_for_inference(model)
     # What pretrain --compile runs. Where batch lengths vary, every shape shares one compilation
     # (dynamic), so that no recompilation falls in the timed batches.
-    shortest, longest = LENGTHS[spec.lengths]
+    shortest, longest = LENGTHS.get(spec.lengths, (None, None))
     return torch.compile(model, dynamic=True if shortest != longest else None)
 
 
@@ -488,10 +531,18 @@ def run_spec(spec: BenchSpec, models: dict[str, nn.Module], device: torch.device
 
 
 def _check_lengths(config: BertConfig, specs: Sequence[BenchSpec]) -> None:
-    longest = max(LENGTHS[spec.lengths][1] for spec in specs)
-    if longest > config.max_position_embeddings:
-        raise BertkitError(f"the model takes at most {config.max_position_embeddings} positions; "
-                           f"the workload needs {longest}")
+    """Refuse workloads longer than the model's positions and data outside its vocabulary."""
+    for spec in specs:
+        data = None if spec.data is None else open_data(spec.data)
+        longest = LENGTHS[spec.lengths][1] if data is None else data.max_seq_length
+        if longest > config.max_position_embeddings:
+            raise BertkitError(f"the model takes at most {config.max_position_embeddings} positions; "
+                               f"the workload needs {longest}")
+        if data is not None:
+            try:
+                data.check_vocab(config.vocab_size)
+            except BertkitError as err:
+                raise BertkitError(f"--data {spec.data}: {err}") from None
 
 
 def _config_summary(config: BertConfig) -> dict[str, int]:

@@ -137,7 +137,8 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
     from bertkit.benchmark import format_report, make_spec, run_benchmark
 
     spec = make_spec(args.device, mode=args.mode, lengths=args.lengths, precision=args.precision,
-                     batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup, compile=args.compile)
+                     batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup, compile=args.compile,
+                     data=args.data)
     report = run_benchmark(args.model, [spec], against=args.against, device=args.device,
                            threads=args.threads, memory=not args.no_memory)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
@@ -189,9 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint directory (any format) or preset name (random weights)")
     p.add_argument("--mode", choices=("infer", "train"), default="infer",
                    help="encoder forward, or pretraining step: MLM+NSP forward, backward, AdamW (default: infer)")
-    p.add_argument("--lengths", choices=("fixed", "var", "squad", "short"), default="fixed",
+    p.add_argument("--lengths", choices=("fixed", "var", "squad", "short", "data"), default="fixed",
                    help="128 tokens; 20-128 padded per batch; 384; 5-32 padded per batch, single sentences "
-                        "as in CoLA/SST-2 (default: fixed)")
+                        "as in CoLA/SST-2; data: real batches from --data, cut to their longest (default: fixed)")
+    p.add_argument("--data", metavar="PATH",
+                   help="pretraining data for --lengths data: a `bertkit data create` directory or Google TFRecords")
     p.add_argument("--precision", choices=("fp32", "bf16", "bf16-weights"), default="fp32",
                    help="bf16: autocast; bf16-weights: weights cast to bfloat16, infer only (default: fp32)")
     p.add_argument("--against", choices=("transformers",), help="also time transformers on the same weights")
