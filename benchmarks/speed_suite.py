@@ -19,7 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from bertkit.benchmark import LENGTHS, MODES, PRECISIONS, WORKLOADS, format_report, make_spec, run_benchmark
+from bertkit.benchmark import LENGTHS, MODES, PRECISIONS, WORKLOADS, make_spec, run_benchmark
+from bertkit.benchmark_table import format_report
 from bertkit.errors import BertkitError
 
 

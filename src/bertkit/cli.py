@@ -134,7 +134,8 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
-    from bertkit.benchmark import format_report, make_spec, run_benchmark
+    from bertkit.benchmark import make_spec, run_benchmark
+    from bertkit.benchmark_table import format_report
 
     spec = make_spec(args.device, mode=args.mode, lengths=args.lengths, precision=args.precision,
                      batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup, compile=args.compile,
