@@ -251,19 +251,24 @@ def test_benchmark_compiled_against_transformers(tiny_dir):
     assert run["speedup"] > 0
 
 
-def test_compiled_training_steps_as_eager_without_recompiling():
+@pytest.mark.parametrize("workload", ["var", "data"])
+def test_compiled_training_steps_as_eager_without_recompiling(workload, request):
     """--mode train --compile times the whole model under torch.compile (pretrain --compile): its
-    steps leave the weights eager steps leave, and batches of new lengths reuse one compilation."""
+    steps leave the weights eager steps leave, and batches of new lengths reuse one compilation,
+    random (var) or read from pretraining data."""
     config = dataclasses.replace(TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     torch.manual_seed(0)
     model = build_model(config, "pretraining").eval()
-    spec = BenchSpec(mode="train", lengths="var", batch_size=4, compile=True)
+    data = str(request.getfixturevalue("pretraining_data")) if workload == "data" else None
+    spec = BenchSpec(mode="train", lengths=workload, data=data, batch_size=4, compile=True)
     cpu = torch.device("cpu")
     eager = prepare("bertkit", model, dataclasses.replace(spec, compile=False), cpu)
     compiled = prepare("bertkit", model, spec, cpu)
     assert isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule)
     batches = [make_batch(spec, config.vocab_size, i) for i in range(3)]
-    assert len({b["input_ids"].shape[1] for b in batches}) == 3  # three lengths
+    assert len({int(b["attention_mask"].sum()) for b in batches}) == 3  # three packed sizes
+    if workload == "var":
+        assert len({b["input_ids"].shape[1] for b in batches}) == 3  # and three widths
     steps = [make_step("bertkit", m, spec, cpu) for m in (eager, compiled)]
     torch._dynamo.reset()
     with torch._dynamo.config.patch(error_on_recompile=True):

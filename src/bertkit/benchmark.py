@@ -299,8 +299,8 @@ def prepare(impl: str, model: nn.Module, spec: BenchSpec, device: torch.device) 
         return compile_for_inference(model)
     # What pretrain --compile runs. Where batch lengths vary, every shape shares one compilation
     # (dynamic), so that no recompilation falls in the timed batches.
-    shortest, longest = LENGTHS.get(spec.lengths, (None, None))
-    return torch.compile(model, dynamic=True if shortest != longest else None)
+    varied = spec.lengths == "data" or LENGTHS[spec.lengths][0] != LENGTHS[spec.lengths][1]
+    return torch.compile(model, dynamic=True if varied else None)
 
 
 def _autocast(spec: BenchSpec, device: torch.device):
