@@ -60,6 +60,7 @@ from bertkit.data.dataset import PretrainingDataset
 from bertkit.errors import BertkitError
 from bertkit.model import build_model, compile_for_inference
 from bertkit.process_memory import memory_now, memory_peak, reset_peak
+from bertkit.tasks.inference import trim_padding
 from bertkit.training.objective import PretrainingObjective, normalize
 from bertkit.training.optim import fusable, param_groups
 from bertkit.training.precision import native_bf16, warn_slow_bf16
@@ -188,10 +189,8 @@ def _data_batch(spec: BenchSpec, index: int) -> dict[str, Tensor]:
     if len(data) < spec.batch_size:
         raise BertkitError(f"--data {spec.data}: {len(data)} instances, fewer than a batch of {spec.batch_size}")
     positions = np.arange(index * spec.batch_size, (index + 1) * spec.batch_size) % len(data)
-    batch = {k: torch.from_numpy(v) for k, v in data.get_batch(data.permutation(spec.seed)(positions)).items()}
-    longest = int(batch["attention_mask"].sum(1).max())
-    for name in ("input_ids", "token_type_ids", "attention_mask"):
-        batch[name] = batch[name][:, :longest].long()  # (B, T)
+    instances = data.get_batch(data.permutation(spec.seed)(positions))
+    batch = trim_padding({k: torch.from_numpy(v) for k, v in instances.items()})  # (B, T), T the longest
     if spec.mode == "infer":
         return {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
     real = batch["masked_lm_weights"] > 0  # (B, P)
