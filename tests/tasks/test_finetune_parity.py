@@ -1,6 +1,7 @@
 """bertkit's fine-tuning loop step by step against transformers in a plain loop (a reference nobody
 here wrote): the real MiniLM checkpoint, the same batches in the same order, no dropout, fp32.
-With dropout on, the draws differ, so there the training-mode spread of the outputs is compared.
+With dropout on, the draws differ, so there the distributions are compared: the training-mode
+spread of the outputs and the mean gradient norms.
 
 Model, loss, AdamW with BERT's decay exclusions, clipping and Google's schedule all take part, so
 a difference in any of them (bias correction, a decayed LayerNorm, the loss normalisation, the
