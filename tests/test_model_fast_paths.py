@@ -152,10 +152,48 @@ def test_packed_attention_routes_agree(monkeypatch):
     layout = model.layout(ids, mask)
     assert layout.lengths.tolist() == LENGTHS
     attention = model.encoder.layer[1].attention.self
-    x = torch.randn(sum(LENGTHS), 32)
+    x = torch.randn(len(layout.rows), 32)  # the real tokens, then the spare rows
     with torch.no_grad():
         one_by_one, batched = attention(x, layout), attention(x, dataclasses.replace(layout, lengths=None))
-    torch.testing.assert_close(one_by_one, batched, rtol=0, atol=1e-5)
+    n = sum(LENGTHS)
+    torch.testing.assert_close(one_by_one[:n], batched[:n], rtol=0, atol=1e-5)
+    assert not one_by_one[n:].any()  # spare rows: nothing attends for them
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 100, 255, 256, 257, 1000, 1877, 2047, 2048, 2049, 5000])
+def test_packed_row_counts(n):
+    """A packed CPU batch runs with its N real tokens rounded up to one of at most 32 counts per
+    octave, so that oneDNN's products built per shape are reused across batches."""
+    rows = model_module.packed_rows(n)
+    assert rows >= n and (rows - n <= 7 if n < 256 else (rows - n) / n <= 1 / 32)
+    assert model_module.packed_rows(rows) == rows  # a rounded count stays put
+    octave = range(1 << (n.bit_length() - 1), 1 << n.bit_length())
+    assert len({model_module.packed_rows(m) for m in octave} - {1 << n.bit_length()}) <= 32
+
+
+def test_spare_rows_never_reach_real_tokens(attention_route):
+    """The spare rows of a packed batch hold a padding position's token, are dropped when states
+    are padded back, and change nothing for the real tokens: with their inputs changed, every
+    real token's state and gradient stays the same."""
+    model = random_model(None).train()
+    (ids, types, mask), _ = mixed_batch()
+    layout = model.layout(ids, mask)
+    n = int(mask.sum())
+    assert len(layout.rows) == model_module.packed_rows(n) > n  # this batch has spare rows
+    assert layout.rows[:n].tolist() == layout.index.tolist()
+    assert (mask.flatten()[layout.rows[n:]] == 0).all()  # they read a padding position
+    results = []
+    for spare_id in (0, 5):
+        torch.manual_seed(0)  # the same dropout draws
+        out = model(torch.where(mask > 0, ids, spare_id), types, mask)  # the spare rows read spare_id
+        h = out.last_hidden_state
+        assert not h[mask == 0].any()  # padding positions stay zero
+        model.zero_grad()
+        (h[mask > 0] ** 2).sum().backward()
+        results.append((h[mask > 0].detach(), [p.grad.clone() for p in model.encoder.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_narrow_batches_attend_in_one_masked_call():

@@ -191,12 +191,15 @@ def test_training_mode_gradients_follow_transformers(tmp_path):
     reference = gradient_norms(theirs, inputs, batch["labels"], draws=80).mean(0)  # (4,)
     torch.manual_seed(2)
     ratio = gradient_norms(ours, inputs, batch["labels"], draws=80).mean(0) / reference
-    assert ratio.tolist() == pytest.approx([1.0] * 4, abs=0.02)  # measured 1.008, 1.004, 1.000, 0.995
+    # measured 1.008, 1.004, 1.000, 0.995 on one set of draws; 1.016, 1.007, 1.008, 1.006 on another
+    assert ratio.tolist() == pytest.approx([1.0] * 4, abs=0.02)
     # The check sees attention dropout missing from the backward (the hidden dropouts still on).
     less = load_model(model_dir, "classification", init_head=True, num_labels=2,
                       attention_probs_dropout_prob=0.0).train()
     less.load_state_dict(ours.state_dict())
     torch.manual_seed(2)
     smaller = gradient_norms(less, inputs, batch["labels"], draws=80).mean(0) / reference
-    assert smaller[:2].max().item() < 0.97  # measured 0.961 and 0.962 (embeddings, encoder)
+    # The two checks split at 0.98, halfway between 1 and where the ratios fall without attention
+    # dropout: 0.961 and 0.962 on one set of draws, 0.962 and 0.971 on another (embeddings, encoder).
+    assert smaller[:2].max().item() < 0.98
 
