@@ -143,8 +143,8 @@ class Layout:
     index: Tensor | None = None  # packed: (N,) flat position b·T + t of each real token, else None
     lengths: Tensor | None = None  # packed, attention one sequence at a time: (B,) token counts
     rel: Tensor | None = None  # NEZHA: the relative position table (T, T, hs)
-    # packed: (R,) the positions the R ≥ N packed rows are read from, ``index`` then R - N
-    # copies of a padding position (see packed_rows); ``index`` itself where R = N
+    # packed: (R,) the positions the R ≥ N packed rows are read from: on CPU ``index`` then R - N
+    # copies of a padding position (see packed_rows), elsewhere ``index`` itself
     rows: Tensor | None = None
 
     def position_ids(self, device: torch.device) -> Tensor:
@@ -267,12 +267,10 @@ def attend_each(q: Tensor, k: Tensor, v: Tensor, lengths: list[int], heads: int,
     """Packed q, k, v (R, H), sequences of ``lengths`` one after another, then R - sum(lengths)
     spare rows (see packed_rows) → context (R, H), zero at the spare rows."""
     spare = len(q) - sum(lengths)
-    sizes = lengths + [spare] if spare else lengths
-    parts = list(zip(q.split(sizes), k.split(sizes), v.split(sizes)))[: len(lengths)]  # (L, H) each
+    sizes = lengths + [spare]  # the last part: the spare rows, maybe none
+    parts = list(zip(q.split(sizes), k.split(sizes), v.split(sizes)))[:-1]  # (L, H) each
     out = [attend(q[None], k[None], v[None], None, heads, p)[0] for q, k, v in parts]
-    if spare:
-        out.append(q.new_zeros(spare, q.shape[1]))
-    return torch.cat(out)
+    return torch.cat([*out, q.new_zeros(spare, q.shape[1])])
 
 
 @torch.library.custom_op("bertkit::attend_each", mutates_args=())
@@ -467,12 +465,13 @@ class BertModel(nn.Module):
             return Layout(B, T, mask, rel=rel)
         flat = keys.flatten()
         index = flat.nonzero().squeeze(1)
+        cpu = input_ids.device.type == "cpu"
         rows = index
-        if input_ids.device.type == "cpu":  # spare rows (see packed_rows), read from the first padding position
+        if cpu:  # spare rows (see packed_rows), read from the first padding position
             spare = packed_rows(len(index)) - len(index)
             rows = torch.cat([index, (~flat).nonzero()[0].expand(spare)])  # never index itself, even with no
             # spare rows: a compiled encoder would otherwise compile again when the two alias
-        one_by_one = input_ids.device.type == "cpu" and rel is None and T >= PER_SEQUENCE_FROM  # see BertSelfAttention
+        one_by_one = cpu and rel is None and T >= PER_SEQUENCE_FROM  # see BertSelfAttention
         return Layout(B, T, mask, index, keys.sum(1) if one_by_one else None, rel, rows)
 
 
