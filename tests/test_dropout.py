@@ -22,6 +22,16 @@ def test_keep_mask_keeps_the_rounded_share_in_every_lane():
         assert abs(lane - kept) < 5 * se
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_keep_mask_in_a_float_dtype_is_the_bool_mask_as_ones_and_zeros(dtype):
+    torch.manual_seed(4)
+    as_bool, kept = keep_mask((1000, 7), 0.9)
+    torch.manual_seed(4)
+    as_float, kept_too = keep_mask((1000, 7), 0.9, dtype=dtype)
+    assert as_float.dtype == dtype and kept_too == kept
+    assert torch.equal(as_float, as_bool.to(dtype))
+
+
 @pytest.mark.parametrize("p", [0.1, 0.5])
 def test_dropout_is_unbiased_and_its_backward_drops_what_the_forward_did(p):
     torch.manual_seed(1)

@@ -9,6 +9,12 @@ draws. The kept share is that count over 2¹⁶, within 2⁻¹⁷ of 1 - p (0.89
 kept values are scaled by its exact inverse, so the expectation is unchanged, as with torch's.
 Forward plus backward of a (16, 12, 128, 128) float32 dropout: 9.5 ms against torch's 24.5.
 
+The mask is written straight in x's dtype (0 or 1; ``torch.lt`` into a float output) and applied
+as one ``addcmul`` each way: a bool mask made ``x.mul(mask)`` cast it to x's dtype in a temporary
+first, forward and backward. Fwd+bwd of a (1900, 768) bf16 dropout (BERT-base's hidden states on
+a 2-core AMX CPU): 2.7 ms against 4.1; of a (1, 12, 128, 128) float32 one (attention, one
+sequence): 0.49 against 0.66. The draws, the kept share and the scale are unchanged.
+
 Elsewhere (CUDA draws its masks in the kernel, and under torch.compile inductor makes its own)
 this is torch's dropout.
 """
@@ -28,15 +34,33 @@ def _own_masks(x: Tensor) -> bool:
     return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
-def keep_mask(shape: tuple[int, ...], keep: float, device: torch.device | str = "cpu") -> tuple[Tensor, float]:
-    """A bool mask of ``shape``, True with probability ``keep`` rounded to 2⁻¹⁶, and that probability."""
+def keep_mask(shape: tuple[int, ...], keep: float, device: torch.device | str = "cpu",
+              dtype: torch.dtype = torch.bool) -> tuple[Tensor, float]:
+    """A mask of ``shape``, True (or 1 in a float ``dtype``) with probability ``keep`` rounded to
+    2⁻¹⁶, and that probability."""
     count = round(keep * 2**_BITS)
     if count == 2**_BITS:  # keep ≥ 1 - 2^-17: every element (the threshold 2^15 is no int16)
-        return torch.ones(shape, dtype=torch.bool, device=device), 1.0
+        return torch.ones(shape, dtype=dtype, device=device), 1.0
     n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, None)  # all 64 bits random
     lanes = words.view(torch.int16)[:n].view(shape)  # uniform over -2^15 .. 2^15 - 1
-    return lanes < count - 2**(_BITS - 1), count / 2**_BITS
+    mask = torch.lt(lanes, count - 2**(_BITS - 1), out=torch.empty(shape, dtype=dtype, device=device))
+    return mask, count / 2**_BITS
+
+
+class _Masked(torch.autograd.Function):
+    """x · mask · scale, forward and backward, the mask (x's dtype, 0 or 1) kept for the backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, mask: Tensor, scale: float) -> Tensor:
+        ctx.save_for_backward(mask)
+        ctx.scale = scale
+        return torch.addcmul(x.new_zeros(()), x, mask, value=scale)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (mask,) = ctx.saved_tensors
+        return torch.addcmul(grad.new_zeros(()), grad, mask, value=ctx.scale), None, None
 
 
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
@@ -45,8 +69,8 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         return x
     if not _own_masks(x) or p >= 1.0:
         return F.dropout(x, p, training)
-    mask, kept = keep_mask(x.shape, 1.0 - p, x.device)
-    return x.mul(mask).mul_(1.0 / kept)  # autograd keeps the bool mask for the backward
+    mask, kept = keep_mask(x.shape, 1.0 - p, x.device, x.dtype)
+    return _Masked.apply(x, mask, 1.0 / kept)
 
 
 class Dropout(nn.Dropout):
