@@ -70,6 +70,20 @@ def test_accuracy_counts_only_weighted_slots():
     assert nsp_term == "nsp" and float(nsp_correct) == float((model.nsp.argmax(-1) == b["next_sentence_labels"]).sum())
 
 
+def test_accuracy_takes_the_first_of_equal_maxima():
+    """Tied logits (a zero-initialised decoder gives all-equal rows) predict the first tied token,
+    as argmax does: a gold id among the later tied ones is not a hit."""
+    b, model = batch(preds=3)
+    b["masked_lm_weights"] = torch.ones_like(b["masked_lm_weights"])
+    model.mlm = torch.zeros_like(model.mlm)
+    model.mlm[:, 1, 4:7] = 1.0  # slot 1 ties tokens 4, 5, 6
+    b["masked_lm_ids"][:, 0] = torch.tensor([0, 3, 0, 1, 0, 2])  # all-equal row: only id 0 is a hit
+    b["masked_lm_ids"][:, 1] = torch.tensor([4, 5, 6, 4, 4, 0])
+    b["masked_lm_ids"][:, 2] = 7
+    correct, _ = PretrainingObjective()(model, b).metrics["mlm_accuracy"]
+    assert float(correct) == 3 + 3
+
+
 def test_micro_batches_add_up_to_the_batch():
     """Sums over micro-batches divided by the whole batch's weights give the whole batch's loss."""
     b, model = batch(n=8)

@@ -81,5 +81,7 @@ def masked_lm_sums(logits: Tensor, ids: Tensor, weights: Tensor) -> tuple[Tensor
     logp = F.log_softmax(logits.float(), dim=-1)  # (B, P, V)
     nll = -logp.gather(-1, ids.long()[..., None]).squeeze(-1)  # (B, P)
     w = weights.float()
-    correct = (logits.argmax(-1) == ids).float()
+    # max's indices are argmax's (the first of equal maxima) at a quarter of the time on CPU:
+    # (16, 20, 30522) bf16 logits, 4.7 ms against 19
+    correct = (logits.max(-1).indices == ids).float()
     return (nll * w).sum(), (correct * w).sum()
