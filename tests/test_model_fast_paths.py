@@ -243,6 +243,29 @@ def test_padding_inside_a_sequence(attention_route):
 # --- bf16 weights -----------------------------------------------------------------------------
 
 
+def test_training_under_autocast_projects_qkv_as_the_three_linears():
+    """The fused (H, 3H) product of autocast training gives the three projections' values and the
+    gradients of x and of all six parameters; without autograd it is the three Linears."""
+    torch.manual_seed(9)
+    attention = random_model(None).encoder.layer[0].attention.self
+    twin = copy.deepcopy(attention)
+    x = torch.randn(7, 32, requires_grad=True)
+    x_twin = x.detach().clone().requires_grad_()
+    g = torch.randn(7, 96)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = torch.cat(attention.project(x), -1)
+        apart = torch.cat([twin.query(x_twin), twin.key(x_twin), twin.value(x_twin)], -1)
+        with torch.no_grad():
+            assert torch.equal(torch.cat(attention.project(x), -1), apart)
+    assert fused.dtype == torch.bfloat16 and fused.shape == (7, 96)
+    assert relative_error(fused, apart) < 2**-8
+    fused.backward(g)
+    apart.backward(g)
+    assert relative_error(x.grad, x_twin.grad) < 2**-7
+    for (name, p), q in zip(attention.named_parameters(), twin.parameters()):
+        assert p.grad is not None and relative_error(p.grad, q.grad) < 2**-7, name
+
+
 def relative_error(ours: Tensor, reference: Tensor) -> float:
     """‖ours - reference‖ / ‖reference‖, in float64."""
     ours, reference = ours.double(), reference.double()
