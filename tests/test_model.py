@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
+from bertkit.attention import relative_position_table
 from bertkit.config import BertConfig
 from bertkit.convert.checkpoint import canonical_state
 from bertkit.convert.keymaps import hf_to_canonical
 from bertkit.convert.load import load_tensors
-from bertkit.model import build_model, relative_position_table
+from bertkit.model import build_model
 
 transformers = pytest.importorskip("transformers")
 

@@ -10,7 +10,6 @@ P masked positions per sequence, V vocabulary.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,7 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bertkit.config import BertConfig
-from bertkit.dropout import Dropout, attention_with_dropout, dropout, own_masks, packed_attention_with_dropout
+from bertkit.attention import attend, attend_each, attend_each_opaque, relative_attention, relative_position_table
+from bertkit.dropout import Dropout
 
 
 def activation(name: str):
@@ -196,21 +196,6 @@ class PaddedStates(Sequence[Tensor]):
         return f"PaddedStates({len(self)} × {tuple(self[-1].shape)})"
 
 
-def relative_position_table(length: int, depth: int, max_distance: int, device=None) -> Tensor:
-    """NEZHA's functional relative positions: (T, T, depth) sinusoids of clip(j - i) + max.
-
-    Fixed, not learned (Wei et al. 2019, "NEZHA", §3.2); index 0 is distance -max.
-    """
-    pos = torch.arange(length, device=device)
-    distance = (pos[None, :] - pos[:, None]).clamp(-max_distance, max_distance) + max_distance
-    index = torch.arange(2 * max_distance + 1, device=device, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, depth, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / depth))
-    table = torch.zeros(2 * max_distance + 1, depth, device=device)
-    table[:, 0::2] = torch.sin(index * freq)
-    table[:, 1::2] = torch.cos(index * freq)[:, : depth // 2]
-    return table[distance]  # (T, T, depth)
-
-
 class BertSelfAttention(nn.Module):
     """Multi-head scaled dot-product attention within each sequence, on padded or packed tokens.
 
@@ -265,57 +250,6 @@ class BertSelfAttention(nn.Module):
         weight = torch.cat([part.weight.to(dtype) for part in parts])  # (3H, H)
         bias = torch.cat([part.bias for part in parts]).to(dtype)  # (3H,)
         return F.linear(x, weight, bias).chunk(3, dim=-1)
-
-
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, heads: int, p: float) -> Tensor:
-    """q, k, v (B, T, H) → context (B, T, H): torch's fused SDPA; with dropout p, its math route."""
-    B, T, H = q.shape
-    q, k, v = (t.view(B, T, heads, H // heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-    if p > 0.0:  # training: SDPA's fused kernels have no dropout; the same math route, cheaper masks
-        ctx = attention_with_dropout(q, k, v, mask, p)
-    else:
-        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return ctx.transpose(1, 2).reshape(B, T, H)
-
-
-def attend_each(q: Tensor, k: Tensor, v: Tensor, lengths: list[int], heads: int, p: float) -> Tensor:
-    """Packed q, k, v (R, H), sequences of ``lengths`` one after another, then R - sum(lengths)
-    spare rows (see packed_rows) → context (R, H), zero at the spare rows. CPU training takes
-    packed_attention_with_dropout: the same per-sequence math with casts and masks batched
-    (real data, BERT-base bf16, 2-core AMX CPU: the training step +3.2%)."""
-    if p > 0.0 and own_masks(q):
-        return packed_attention_with_dropout(q, k, v, lengths, heads, p)
-    spare = len(q) - sum(lengths)
-    sizes = lengths + [spare]  # the last part: the spare rows, maybe none
-    parts = list(zip(q.split(sizes), k.split(sizes), v.split(sizes)))[:-1]  # (L, H) each
-    out = [attend(q[None], k[None], v[None], None, heads, p)[0] for q, k, v in parts]
-    return torch.cat([*out, q.new_zeros(spare, q.shape[1])])
-
-
-@torch.library.custom_op("bertkit::attend_each", mutates_args=())
-def attend_each_opaque(q: Tensor, k: Tensor, v: Tensor, lengths: Tensor, heads: int) -> Tensor:
-    """attend_each for inference as one operator the compiler does not look into: traced, the
-    per-sequence split would make every new set of lengths a recompilation. lengths: (B,)."""
-    return attend_each(q, k, v, lengths.tolist(), heads, 0.0)
-
-
-@attend_each_opaque.register_fake
-def _(q: Tensor, k: Tensor, v: Tensor, lengths: Tensor, heads: int) -> Tensor:
-    return torch.empty_like(q)
-
-
-def relative_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rel: Tensor, heads: int,
-                       p: float) -> Tensor:
-    """NEZHA: q, k, v (B, T, H) and the table rel (T, T, hs) → context (B, T, H)."""
-    B, T, H = q.shape
-    q, k, v = (t.view(B, T, heads, H // heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-    scores = q @ k.transpose(-1, -2) + torch.einsum("bhid,ijd->bhij", q, rel)  # (B, nh, T, T)
-    scores = scores / math.sqrt(q.shape[-1])
-    if mask is not None:
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    probs = dropout(scores.softmax(-1), p)
-    ctx = probs @ v + torch.einsum("bhij,ijd->bhid", probs, rel)  # (B, nh, T, hs)
-    return ctx.transpose(1, 2).reshape(B, T, H)
 
 
 class BertSelfOutput(nn.Module):
