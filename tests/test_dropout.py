@@ -140,3 +140,12 @@ def test_packed_attention_dropout_moments_match_torchs_and_backward_drops_the_sa
     torch.manual_seed(8)
     mask, _ = keep_mask((36,), 0.5, dtype=torch.float32)
     assert torch.equal(grad_v.abs().sum(1) != 0, mask.view(6, 6)[2] != 0)
+
+
+def test_packed_attention_with_every_unit_dropped_is_zero():
+    """p = 1 leaves no kept share to scale by: attend_each passes it to dropout's own case."""
+    from bertkit.attention import attend_each
+
+    (q, k, v), _ = packed([3, 2], spare=1)
+    out = attend_each(q, k, v, [3, 2], 2, 1.0)
+    assert out.shape == (6, 8) and not out.any()
