@@ -235,7 +235,6 @@ class BertSelfAttention(nn.Module):
             return layout.pack(relative_attention(q, k, v, layout.mask, layout.rel, self.num_heads, p))
         return layout.pack(attend(q, k, v, layout.mask, self.num_heads, p))
 
-
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q, k, v, each laid out as x. Training under autocast makes them with one (H, 3H) product
         of the three weights' autocast copies: autocast would otherwise cast x three times, and its
