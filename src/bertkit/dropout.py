@@ -117,14 +117,14 @@ def packed_attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, lengths: list
         # (n, H) float32 each; a copy even of float32 input, so the scale may be applied in place
         q32 = q[:n].to(torch.float32, copy=True).mul_(1.0 / math.sqrt(size))
         k32, v32 = k[:n].float(), v[:n].float()
-        shapes = [(heads, length, length) for length in lengths]
-        masks, kept = keep_mask((sum(math.prod(shape) for shape in shapes),), 1.0 - p, q.device, torch.float32)
-        parts = zip(q32.split(lengths), k32.split(lengths), v32.split(lengths),
-                    masks.split([math.prod(shape) for shape in shapes]), shapes)
+        counts = [heads * length * length for length in lengths]  # each sequence's (nh, L, L) mask
+        masks, kept = keep_mask((sum(counts),), 1.0 - p, q.device, torch.float32)
+        parts = zip(q32.split(lengths), k32.split(lengths), v32.split(lengths), masks.split(counts), lengths)
         out = []
-        for qs, ks, vs, mask, shape in parts:
-            qh, kh, vh = (t.view(len(t), heads, size).transpose(0, 1) for t in (qs, ks, vs))  # (nh, L, hs)
-            probs = _Masked.apply((qh @ kh.transpose(-1, -2)).softmax(-1), mask.view(shape), 1.0 / kept)
+        for qs, ks, vs, mask, length in parts:
+            qh, kh, vh = (t.view(length, heads, size).transpose(0, 1) for t in (qs, ks, vs))  # (nh, L, hs)
+            probs = _Masked.apply((qh @ kh.transpose(-1, -2)).softmax(-1), mask.view(heads, length, length),
+                                  1.0 / kept)
             out.append((probs @ vh).transpose(0, 1))  # (L, nh, hs), a view
         out.append(q32.new_zeros(len(q) - n, heads, size))  # the spare rows
         return torch.cat(out).view(len(q), heads * size).to(q.dtype)
