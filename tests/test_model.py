@@ -107,6 +107,21 @@ def test_pretraining_head_matches_transformers():
     assert ours.cls.predictions.decoder.weight.data_ptr() == ours.bert.embeddings.word_embeddings.weight.data_ptr()
 
 
+def test_mlm_logits_under_autocast_stay_bfloat16():
+    """The decoder's bias is added inside its product (as transformers does), so autocast keeps the
+    (B, P, V) logits in bfloat16 instead of promoting them to float32 by a separate float32 add."""
+    hf = hf_model("BertForPreTraining")
+    ours = bertkit_from_hf(hf, "pretraining")
+    ids, types, mask = batch()
+    positions = torch.tensor([[1, 4, 0], [2, 3, 10], [1, 2, 4]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ours(ids, types, mask, masked_lm_positions=positions)
+        ref = hf(input_ids=ids, token_type_ids=types, attention_mask=mask)
+    gathered = torch.gather(ref.prediction_logits, 1, positions[:, :, None].expand(-1, -1, TINY["vocab_size"]))
+    assert out.mlm_logits.dtype == torch.bfloat16
+    assert_close(out.mlm_logits.float(), gathered.float(), tol=0.1)
+
+
 @pytest.mark.parametrize("num_labels", [1, 3])
 def test_sequence_classification_matches_transformers(num_labels):
     hf = hf_model("BertForSequenceClassification", num_labels=num_labels)

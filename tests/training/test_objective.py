@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from bertkit.model import BertOutput
-from bertkit.training.objective import PretrainingObjective, normalize
+import torch.nn.functional as F
+
+from bertkit.training.objective import PretrainingObjective, masked_lm_sums, normalize
 
 
 class FixedLogits(torch.nn.Module):
@@ -93,3 +96,35 @@ def test_micro_batches_add_up_to_the_batch():
     weights = {k: sum(objective.weights(h)[k] for h in halves) for k in ("mlm", "nsp")}
     split = sum(normalize(objective(model, h).losses, weights, objective.eps) for h in halves)
     torch.testing.assert_close(split, whole)
+
+
+def reference_sums(logits, ids, weights):
+    """The plain route: float32 log_softmax of the whole logits, gather, argmax."""
+    nll = F.cross_entropy(logits.float().flatten(0, -2), ids.flatten(), reduction="none")
+    hits = (logits.float().argmax(-1) == ids).float().flatten()
+    return (nll * weights.flatten()).sum(), (hits * weights.flatten()).sum()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_masked_lm_sums_in_blocks_match_the_plain_route(dtype):
+    """70,000 columns make blocks of 3 rows: 11 rows give three full blocks and a partial one."""
+    g = torch.Generator().manual_seed(0)
+    logits = (4 * torch.randn(1, 11, 70_000, generator=g)).to(dtype)
+    ids = torch.randint(0, 70_000, (1, 11), generator=g)
+    ids[0, 3] = logits[0, 3].float().argmax()  # one hit
+    weights = (torch.rand(1, 11, generator=g) > 0.3).float()
+    weights[0, 3] = 1.0
+    before = logits.clone()
+    ours, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    loss, hits = masked_lm_sums(ours, ids, weights)
+    ref_loss, ref_hits = reference_sums(theirs, ids, weights)
+    (3 * loss).backward()
+    (3 * ref_loss).backward()
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=0)
+    assert float(hits) == float(ref_hits) >= 1
+    assert ours.grad.dtype == dtype
+    # float32: exp(x - lse) against exp(log_softmax(x)), where lse ≈ 20 carries ~2e-6 of rounding;
+    # bfloat16: at most one ulp apart after rounding those
+    rtol = 2**-7 if dtype == torch.bfloat16 else 2e-5
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=rtol, atol=1e-9)
+    assert torch.equal(ours.detach(), before)  # the float32 backward works on a copy, not the logits
