@@ -103,6 +103,9 @@ def test_pretraining_head_matches_transformers():
     assert_close(out.mlm_logits, gathered)
     assert_close(full.mlm_logits[mask.bool()], ref.prediction_logits[mask.bool()])
     assert_close(out.nsp_logits, ref.seq_relationship_logits)
+    flat = torch.tensor([1, 17 + 3, 17 + 10, 34 + 4])  # flat positions b·T + t: (0, 1), (1, 3), (1, 10), (2, 4)
+    with torch.no_grad():
+        assert_close(ours(ids, types, mask, masked_lm_positions=flat).mlm_logits, gathered[[0, 1, 1, 2], [0, 1, 2, 2]])
     # The decoder is tied to the word embeddings.
     assert ours.cls.predictions.decoder.weight.data_ptr() == ours.bert.embeddings.word_embeddings.weight.data_ptr()
 

@@ -38,7 +38,7 @@ class BertOutput:
     last_hidden_state: Tensor  # (B, T, H)
     hidden_states: Sequence[Tensor] | None = None  # output_hidden_states: embedding output, then every layer, L+1 × (B, T, H)
     pooled_output: Tensor | None = None  # (B, H): tanh(dense(h[CLS]))
-    mlm_logits: Tensor | None = None  # (B, P, V) at masked_lm_positions, else (B, T, V)
+    mlm_logits: Tensor | None = None  # (B, P, V) or (M, V) at masked_lm_positions, else (B, T, V)
     nsp_logits: Tensor | None = None  # (B, 2): column 0 IsNext, 1 random
     logits: Tensor | None = None  # classification (B, num_labels) / token classification (B, T, num_labels)
     start_logits: Tensor | None = None  # QA (B, T)
@@ -484,10 +484,13 @@ class BertForPreTraining(nn.Module):
         masked_lm_positions: Tensor | None = None,
         output_hidden_states: bool = False,
     ) -> BertOutput:
-        """masked_lm_positions (B, P): run the MLM head only there (padding slots may point at 0)."""
+        """masked_lm_positions: run the MLM head only there. (B, P): mlm_logits (B, P, V), padding
+        slots may point at 0; or (M,) flat positions b·T + t: mlm_logits (M, V)."""
         out = self.bert(input_ids, token_type_ids, attention_mask, output_hidden_states)
-        h = out.last_hidden_state
-        if masked_lm_positions is not None:
+        h = out.last_hidden_state  # (B, T, H)
+        if masked_lm_positions is not None and masked_lm_positions.dim() == 1:
+            h = h.flatten(0, 1).index_select(0, masked_lm_positions.long())  # (M, H)
+        elif masked_lm_positions is not None:
             index = masked_lm_positions.long()[:, :, None].expand(-1, -1, h.shape[-1])  # (B, P, H)
             h = torch.gather(h, 1, index)
         out.mlm_logits = self.cls.predictions(h)

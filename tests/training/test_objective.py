@@ -9,7 +9,8 @@ import torch
 from bertkit.model import BertOutput
 import torch.nn.functional as F
 
-from bertkit.training.objective import PretrainingObjective, masked_lm_sums, normalize
+from bertkit.model import packed_rows
+from bertkit.training.objective import PretrainingObjective, masked_lm_sums, normalize, weighted_slots
 
 
 class FixedLogits(torch.nn.Module):
@@ -21,15 +22,18 @@ class FixedLogits(torch.nn.Module):
 
     def forward(self, input_ids, token_type_ids, attention_mask, masked_lm_positions):
         rows = input_ids[:, 0]  # the batch's row numbers, so slices get their own logits
-        return BertOutput(last_hidden_state=None, hidden_states=(), mlm_logits=self.mlm[rows],
-                          nsp_logits=self.nsp[rows])
+        mlm = self.mlm[rows]  # (B, P, V): slot p of a row sits at position p (see batch)
+        if masked_lm_positions.dim() == 1:  # flat positions b·T + t
+            T = input_ids.shape[1]
+            mlm = mlm[masked_lm_positions // T, masked_lm_positions % T]  # (M, V)
+        return BertOutput(last_hidden_state=None, hidden_states=(), mlm_logits=mlm, nsp_logits=self.nsp[rows])
 
 
 def batch(n: int = 6, preds: int = 4, vocab: int = 11, seed: int = 0):
     rng = np.random.default_rng(seed)
     weights = (rng.random((n, preds)) > 0.3).astype(np.float32)
     data = {"input_ids": np.arange(n)[:, None].repeat(5, 1), "token_type_ids": np.zeros((n, 5), np.int64),
-            "attention_mask": np.ones((n, 5), np.int64), "masked_lm_positions": np.zeros((n, preds), np.int64),
+            "attention_mask": np.ones((n, 5), np.int64), "masked_lm_positions": np.arange(preds)[None].repeat(n, 0),
             "masked_lm_ids": rng.integers(0, vocab, (n, preds)), "masked_lm_weights": weights,
             "next_sentence_labels": rng.integers(0, 2, n)}
     model = FixedLogits(torch.from_numpy(rng.normal(size=(n, preds, vocab)).astype(np.float32)),
@@ -128,3 +132,16 @@ def test_masked_lm_sums_in_blocks_match_the_plain_route(dtype):
     rtol = 2**-7 if dtype == torch.bfloat16 else 2e-5
     torch.testing.assert_close(ours.grad, theirs.grad, rtol=rtol, atol=1e-9)
     assert torch.equal(ours.detach(), before)  # the float32 backward works on a copy, not the logits
+
+
+def test_weighted_slots_are_the_nonzero_weights_then_spare_zeros():
+    b, _ = batch(n=9, preds=5)
+    b["masked_lm_positions"] = torch.randint(0, 5, (9, 5))
+    real = b["masked_lm_weights"] != 0
+    positions, ids, weights = weighted_slots(b)
+    m = int(real.sum())
+    assert len(positions) == len(ids) == len(weights) == packed_rows(m) > m  # 35 real slots → 40 rows
+    rows, slots = real.nonzero().unbind(1)
+    assert torch.equal(positions[:m], rows * 5 + b["masked_lm_positions"][rows, slots])
+    assert torch.equal(ids[:m], b["masked_lm_ids"][rows, slots]) and bool((weights[:m] != 0).all())
+    assert not weights[m:].any() and not positions[m:].any()
