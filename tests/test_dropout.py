@@ -100,21 +100,23 @@ def packed(lengths: list[int], spare: int, dtype: torch.dtype = torch.float32, h
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_packed_attention_is_each_sequences_math_route(dtype):
     """Keeping every unit, the packed route gives each sequence attention_with_dropout's result
-    (so SDPA's float32 math route), zeros at the spare rows, and gradients that agree."""
+    (so SDPA's float32 math route), zeros at the spare rows, and gradients that agree; runs of
+    equal lengths (two 5s, three 9s) go through as one batched product."""
     torch.manual_seed(6)
-    lengths = [5, 1, 9]
+    lengths = [5, 5, 1, 9, 9, 9]
+    n = sum(lengths)
     (q, k, v), per_sequence = packed(lengths, spare=3, dtype=dtype)
     ours = packed_attention_with_dropout(q, k, v, lengths, 2, 1e-9)
     reference = torch.cat([attention_with_dropout(*qkv, None, 1e-9)[0].transpose(0, 1).reshape(-1, 8)
                            for qkv in per_sequence])
-    assert ours.dtype == dtype and ours.shape == (18, 8)
-    assert torch.equal(ours[15:], torch.zeros(3, 8, dtype=dtype))
-    torch.testing.assert_close(ours[:15], reference, rtol=1e-6 if dtype == torch.float32 else 0, atol=1e-6)
-    grads = torch.autograd.grad(ours[:15].float().pow(2).sum(), (q, k, v))
+    assert ours.dtype == dtype and ours.shape == (n + 3, 8)
+    assert torch.equal(ours[n:], torch.zeros(3, 8, dtype=dtype))
+    torch.testing.assert_close(ours[:n], reference, rtol=1e-6 if dtype == torch.float32 else 0, atol=1e-6)
+    grads = torch.autograd.grad(ours[:n].float().pow(2).sum(), (q, k, v))
     expected = torch.autograd.grad(reference.float().pow(2).sum(), (q, k, v))
     for got, want in zip(grads, expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-        assert not got[15:].any()  # the spare rows take no part
+        assert not got[n:].any()  # the spare rows take no part
 
 
 def test_packed_attention_dropout_moments_match_torchs_and_backward_drops_the_same():

@@ -20,7 +20,7 @@ from bertkit.model import HEAD_CLASSES, BertModel, BertOutput, Linear, build_mod
 
 T_ = TypeVar("T_")  # what a moments function returns
 HEADS = list(HEAD_CLASSES)  # every head, None the bare encoder
-LENGTHS = [1, 13, 5, 9]  # a length-1 sequence and a full-length one (T = 13)
+LENGTHS = [1, 13, 5, 9, 5, 13]  # a length-1 sequence, full-length ones (T = 13), equal lengths apart
 T = 13
 
 
@@ -56,7 +56,8 @@ def mixed_batch(mask: Tensor | None = None, head: str | None = None) -> tuple[tu
     types = torch.randint(0, 2, mask.shape, generator=g)
     kwargs = {"output_hidden_states": True}  # every output compared, each layer's too
     if head == "pretraining":  # slots at real tokens; 0 is a padding slot, as in the data
-        kwargs["masked_lm_positions"] = torch.tensor([[0, 0, 0], [3, 12, 7], [4, 2, 0], [8, 1, 5]])
+        kwargs["masked_lm_positions"] = torch.tensor([[0, 0, 0], [3, 12, 7], [4, 2, 0], [8, 1, 5],
+                                                       [2, 4, 0], [12, 0, 6]])
     return (ids, types, mask), kwargs
 
 
@@ -150,7 +151,7 @@ def test_packed_attention_routes_agree(monkeypatch):
     model = random_model(None).eval()
     (ids, _, mask), _ = mixed_batch()
     layout = model.layout(ids, mask)
-    assert layout.lengths.tolist() == LENGTHS
+    assert layout.lengths.tolist() == sorted(LENGTHS, reverse=True)  # packed longest first
     attention = model.encoder.layer[1].attention.self
     x = torch.randn(len(layout.rows), 32)  # the real tokens, then the spare rows
     with torch.no_grad():
@@ -206,7 +207,7 @@ def test_narrow_batches_attend_in_one_masked_call():
         layout = model.layout(torch.ones_like(mask), mask)
         assert layout.index is not None  # packed either way
         lengths = None if layout.lengths is None else layout.lengths.tolist()
-        assert lengths == ([width, width // 2, width] if per_sequence else None), width
+        assert lengths == ([width, width, width // 2] if per_sequence else None), width  # longest first
 
 
 def test_which_batches_run_packed():
@@ -425,7 +426,7 @@ def dropout_gradient_moments(model: torch.nn.Module, args: tuple[Tensor, ...], d
                              seed: int) -> tuple[Tensor, Tensor]:
     """Mean and variance over ``draws`` training-mode steps of every parameter's gradient of a
     cross-entropy loss, flattened into one vector each, (P,)."""
-    labels = torch.tensor([0, 2, 1, 2])
+    labels = torch.tensor([0, 2, 1, 2, 1, 0])
     torch.manual_seed(seed)
     grads = []
     for _ in range(draws):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bertkit.dropout import attention_with_dropout, dropout, own_masks, packed_attention_with_dropout
+from bertkit.dropout import attention_with_dropout, dropout, equal_runs, own_masks, packed_attention_with_dropout
 
 
 def relative_position_table(length: int, depth: int, max_distance: int, device=None) -> Tensor:
@@ -43,15 +43,18 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, heads: int, p: 
 
 def attend_each(q: Tensor, k: Tensor, v: Tensor, lengths: list[int], heads: int, p: float) -> Tensor:
     """Packed q, k, v (R, H), sequences of ``lengths`` one after another, then R - sum(lengths)
-    spare rows (see packed_rows) → context (R, H), zero at the spare rows. CPU training takes
+    spare rows (see packed_rows) → context (R, H), zero at the spare rows. A run of sequences of one
+    length attends as one batch (BertModel.layout packs equal lengths together). CPU training takes
     packed_attention_with_dropout: the same per-sequence math with casts and masks batched
     (real data, BERT-base bf16, 2-core AMX CPU: the training step +3.2%)."""
     if 0.0 < p < 1.0 and own_masks(q):  # (p = 1 keeps nothing: dropout's own case, below)
         return packed_attention_with_dropout(q, k, v, lengths, heads, p)
     spare = len(q) - sum(lengths)
-    sizes = lengths + [spare]  # the last part: the spare rows, maybe none
-    parts = list(zip(q.split(sizes), k.split(sizes), v.split(sizes)))[:-1]  # (L, H) each
-    out = [attend(q[None], k[None], v[None], None, heads, p)[0] for q, k, v in parts]
+    runs = equal_runs(lengths)
+    sizes = [length * count for length, count in runs] + [spare]  # the last part: the spare rows, maybe none
+    parts = list(zip(q.split(sizes), k.split(sizes), v.split(sizes), runs))  # (G·L, H) each
+    out = [attend(*(t.view(count, length, -1) for t in (q, k, v)), None, heads, p).flatten(0, 1)
+           for q, k, v, (length, count) in parts]  # a run of equal lengths as one batch
     return torch.cat([*out, q.new_zeros(spare, q.shape[1])])
 
 

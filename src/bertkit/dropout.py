@@ -21,6 +21,7 @@ this is torch's dropout.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -100,6 +101,11 @@ def attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
         return (probs @ v).to(dtype)
 
 
+def equal_runs(lengths: list[int]) -> list[tuple[int, int]]:
+    """(L, G) for each run of G consecutive sequences of length L: [128, 128, 97] → [(128, 2), (97, 1)]."""
+    return [(length, len(list(group))) for length, group in itertools.groupby(lengths)]
+
+
 def packed_attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, lengths: list[int], heads: int,
                                   p: float) -> Tensor:
     """attention_with_dropout for each sequence of a packed batch, on CPU: q, k, v (R, H), the
@@ -109,7 +115,10 @@ def packed_attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, lengths: list
     The same float32 math per sequence as attention_with_dropout, but every cast, scale, dropout
     draw and the gathering of the output is one operation over the layer's packed rows instead of
     one or more per sequence (16 × 5 casts and copies of strided (12, L, 64) views per layer, and
-    a 16-part cat, before). The masks of all sequences come from one draw, in sequence order.
+    a 16-part cat, before). A run of consecutive sequences of one length is one batched product
+    (the packed layout puts equal lengths together, see BertModel.layout): in a Wikipedia set at
+    length 128, 78% of the sequences are 128 long. The masks of all sequences come from one draw,
+    in sequence order.
     """
     n = sum(lengths)
     size = q.shape[1] // heads  # hs
@@ -117,14 +126,16 @@ def packed_attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, lengths: list
         # (n, H) float32 each; a copy even of float32 input, so the scale may be applied in place
         q32 = q[:n].to(torch.float32, copy=True).mul_(1.0 / math.sqrt(size))
         k32, v32 = k[:n].float(), v[:n].float()
-        counts = [heads * length * length for length in lengths]  # each sequence's (nh, L, L) mask
+        runs = equal_runs(lengths)
+        counts = [count * heads * length * length for length, count in runs]  # each run's (G, nh, L, L) mask
         masks, kept = keep_mask((sum(counts),), 1.0 - p, q.device, torch.float32)
-        parts = zip(q32.split(lengths), k32.split(lengths), v32.split(lengths), masks.split(counts), lengths)
+        rows = [count * length for length, count in runs]
+        parts = zip(q32.split(rows), k32.split(rows), v32.split(rows), masks.split(counts), runs)
         out = []
-        for qs, ks, vs, mask, length in parts:
-            qh, kh, vh = (t.view(length, heads, size).transpose(0, 1) for t in (qs, ks, vs))  # (nh, L, hs)
-            probs = _Masked.apply((qh @ kh.transpose(-1, -2)).softmax(-1), mask.view(heads, length, length),
+        for qs, ks, vs, mask, (length, count) in parts:
+            qh, kh, vh = (t.view(count, length, heads, size).transpose(1, 2) for t in (qs, ks, vs))  # (G, nh, L, hs)
+            probs = _Masked.apply((qh @ kh.transpose(-1, -2)).softmax(-1), mask.view(count, heads, length, length),
                                   1.0 / kept)
-            out.append((probs @ vh).transpose(0, 1))  # (L, nh, hs), a view
+            out.append((probs @ vh).transpose(1, 2).reshape(count * length, heads, size))  # (G·L, nh, hs)
         out.append(q32.new_zeros(len(q) - n, heads, size))  # the spare rows
         return torch.cat(out).view(len(q), heads * size).to(q.dtype)

@@ -132,17 +132,20 @@ class Layout:
 
     Padded (the reference path): hidden states are (B, T, H); ``mask`` hides the padding keys.
     Packed (the fast path when a batch has padding): hidden states are (R, H), the N real tokens
-    only, in batch order (on CPU followed by R - N spare rows, see packed_rows), so every
-    projection, LayerNorm and FFN skips the padding. Attention
-    alone works per sequence: on CPU one sequence at a time (``lengths``), elsewhere by padding
-    q, k, v back to (B, T) with zeros, masking the padding keys and packing its output again.
+    only, sequence after sequence (on CPU the longest first, then R - N spare rows, see
+    packed_rows), so every projection, LayerNorm and FFN skips the padding. Attention alone works
+    per sequence: on CPU one sequence (or run of equal lengths) at a time (``lengths``), elsewhere
+    by padding q, k, v back to (B, T) with zeros, masking the padding keys and packing its output
+    again.
     """
 
     batch: int  # B
     length: int  # T
     mask: Tensor | None = None  # (B, 1, 1, T) bool, True = a key to attend to; None = every key
-    index: Tensor | None = None  # packed: (N,) flat position b·T + t of each real token, else None
-    lengths: Tensor | None = None  # packed, attention one sequence at a time: (B,) token counts
+    # packed: (N,) flat position b·T + t of each real token, sequence after sequence (on CPU the
+    # longest first, see BertModel.layout), else None
+    index: Tensor | None = None
+    lengths: Tensor | None = None  # packed, attention one sequence at a time: (B,) token counts in packed order
     rel: Tensor | None = None  # NEZHA: the relative position table (T, T, hs)
     # packed: (R,) the positions the R ≥ N packed rows are read from: on CPU ``index`` then R - N
     # copies of a padding position (see packed_rows), elsewhere ``index`` itself
@@ -417,15 +420,21 @@ class BertModel(nn.Module):
         if not self.unpad or not bool(keys[:, 0].all()):
             return Layout(B, T, mask, rel=rel)
         flat = keys.flatten()
-        index = flat.nonzero().squeeze(1)
         cpu = input_ids.device.type == "cpu"
+        one_by_one = cpu and rel is None and T >= PER_SEQUENCE_FROM  # see BertSelfAttention
+        lengths = keys.sum(1) if one_by_one else None  # (B,)
+        if one_by_one:  # the longest sequences first, so that equal lengths attend as one batch
+            order = lengths.argsort(descending=True, stable=True)  # (B,)
+            row, col = keys[order].nonzero().unbind(1)
+            index, lengths = order[row] * T + col, lengths[order]
+        else:
+            index = flat.nonzero().squeeze(1)
         rows = index
         if cpu:  # spare rows (see packed_rows), read from the first padding position
             spare = packed_rows(len(index)) - len(index)
             rows = torch.cat([index, (~flat).nonzero()[0].expand(spare)])  # never index itself, even with no
             # spare rows: a compiled encoder would otherwise compile again when the two alias
-        one_by_one = cpu and rel is None and T >= PER_SEQUENCE_FROM  # see BertSelfAttention
-        return Layout(B, T, mask, index, keys.sum(1) if one_by_one else None, rel, rows)
+        return Layout(B, T, mask, index, lengths, rel, rows)
 
 
 # --- heads ------------------------------------------------------------------------------------
