@@ -69,7 +69,7 @@ class Linear(nn.Linear):
         if self.weight.dtype == dtype or not self.weight.is_floating_point():
             return F.linear(x, self.weight, bias)
         if torch.is_grad_enabled():
-            return autocast_linear(x, self.weight, bias, dtype) if device == "cpu" else F.linear(x, self.weight, bias)
+            return autocast_linear(x, self.weight, bias, dtype)
         key = (dtype, self.weight.data_ptr(), self.weight._version,
                None if bias is None else (bias.data_ptr(), bias._version))
         cached = self.__dict__.get("_autocast_copy")

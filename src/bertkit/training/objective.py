@@ -102,7 +102,7 @@ def masked_lm_sums(logits: Tensor, ids: Tensor, weights: Tensor) -> tuple[Tensor
     a real prediction and 0.0 for a padding slot; (...) is (B, P) or the (M,) weighted slots.
     Computed in float32.
     """
-    nll, top = _MaskedLMNLL.apply(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1).long())  # (B·P,) each
+    nll, top = _MaskedLMNLL.apply(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1).long())  # (B·P,) or (M,) each
     w = weights.reshape(-1).float()
     return (nll * w).sum(), ((top == ids.reshape(-1)).float() * w).sum()
 
