@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from bertkit.dropout import Dropout, attention_with_dropout, dropout, keep_mask, packed_attention_with_dropout
 
@@ -97,45 +98,79 @@ def packed(lengths: list[int], spare: int, dtype: torch.dtype = torch.float32, h
     return (q, k, v), per_sequence
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_packed_attention_is_each_sequences_math_route(dtype):
-    """Keeping every unit, the packed route gives each sequence attention_with_dropout's result
-    (so SDPA's float32 math route), zeros at the spare rows, and gradients that agree; runs of
-    equal lengths (two 5s, three 9s) go through as one batched product."""
+def test_packed_attention_is_each_sequences_math_route():
+    """Keeping every unit, the packed route gives each float32 sequence attention_with_dropout's
+    result (so SDPA's float32 math route), zeros at the spare rows, and gradients that agree; runs
+    of equal lengths (two 5s, three 9s) go through as one batched product."""
     torch.manual_seed(6)
     lengths = [5, 5, 1, 9, 9, 9]
     n = sum(lengths)
-    (q, k, v), per_sequence = packed(lengths, spare=3, dtype=dtype)
+    (q, k, v), per_sequence = packed(lengths, spare=3)
     ours = packed_attention_with_dropout(q, k, v, lengths, 2, 1e-9)
     reference = torch.cat([attention_with_dropout(*qkv, None, 1e-9)[0].transpose(0, 1).reshape(-1, 8)
                            for qkv in per_sequence])
-    assert ours.dtype == dtype and ours.shape == (n + 3, 8)
-    assert torch.equal(ours[n:], torch.zeros(3, 8, dtype=dtype))
-    torch.testing.assert_close(ours[:n], reference, rtol=1e-6 if dtype == torch.float32 else 0, atol=1e-6)
-    grads = torch.autograd.grad(ours[:n].float().pow(2).sum(), (q, k, v))
-    expected = torch.autograd.grad(reference.float().pow(2).sum(), (q, k, v))
+    assert ours.shape == (n + 3, 8)
+    assert torch.equal(ours[n:], torch.zeros(3, 8))
+    torch.testing.assert_close(ours[:n], reference, rtol=1e-6, atol=1e-6)
+    grads = torch.autograd.grad(ours[:n].pow(2).sum(), (q, k, v))
+    expected = torch.autograd.grad(reference.pow(2).sum(), (q, k, v))
     for got, want in zip(grads, expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
         assert not got[n:].any()  # the spare rows take no part
 
 
-def test_packed_attention_dropout_moments_match_torchs_and_backward_drops_the_same():
+def float64_attention(lengths: list[int], per_sequence: list[tuple[Tensor, ...]]) -> Tensor:
+    """Each sequence's attention in float64 from its own q, k, v, packed back to (n, H)."""
+    out = [F.scaled_dot_product_attention(*(t.double() for t in qkv))[0].transpose(0, 1).reshape(length, -1)
+           for qkv, length in zip(per_sequence, lengths)]
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("size", [4, 8])  # 1/√4 multiplies q exactly in bf16; 1/√8 the float32 scores
+def test_packed_bf16_attention_is_each_sequences_attention_within_bf16_rounding(size):
+    """bfloat16 q, k, v take bf16 products (softmax in float32): keeping every unit, each
+    sequence's output and q, k, v's gradients are the float64 attention of the same bf16 inputs
+    within bf16 rounding (over six seeds: output up to 4.2e-3 of its largest value, gradients up to
+    6.9e-3 of theirs), zeros at the spare rows. A wrong scale, layout or mask misses by far more."""
+    torch.manual_seed(6)
+    lengths = [9, 9, 9, 5, 5, 1]
+    n = sum(lengths)
+    (q, k, v), per_sequence = packed(lengths, spare=3, dtype=torch.bfloat16, heads=2, size=size)
+    ours = packed_attention_with_dropout(q, k, v, lengths, 2, 1e-9)
+    reference = float64_attention(lengths, per_sequence)
+    assert ours.dtype == torch.bfloat16 and ours.shape == (n + 3, 2 * size)
+    assert torch.equal(ours[n:], torch.zeros(3, 2 * size, dtype=torch.bfloat16))
+    assert relative_difference(ours[:n], reference) < 1e-2
+    weights = torch.randn(n, 2 * size, dtype=torch.float64)  # a loss whose gradient is not the output
+    grads = torch.autograd.grad((ours[:n].double() * weights).sum(), (q, k, v))
+    expected = torch.autograd.grad((reference * weights).sum(), (q, k, v))
+    for got, want in zip(grads, expected):
+        assert relative_difference(got[:n], want[:n]) < 1.5e-2
+        assert not got[n:].any()  # the spare rows take no part
+
+
+def relative_difference(a: Tensor, b: Tensor) -> float:
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_attention_dropout_moments_match_torchs_and_backward_drops_the_same(dtype):
     """Over draws, each sequence's output has SDPA-with-dropout's mean and variance; and a unit
-    dropped in the forward passes no gradient."""
+    dropped in the forward passes no gradient. bfloat16 takes its own route (bf16 products)."""
     torch.manual_seed(7)
     lengths = [6, 3]
-    (q, k, v), per_sequence = packed(lengths, spare=1)
+    (q, k, v), per_sequence = packed(lengths, spare=1, dtype=dtype)
     draws = 3000
     with torch.no_grad():
-        ours = torch.stack([packed_attention_with_dropout(q, k, v, lengths, 2, 0.3)[:9] for _ in range(draws)])
+        ours = torch.stack([packed_attention_with_dropout(q, k, v, lengths, 2, 0.3)[:9] for _ in range(draws)]).float()
         theirs = torch.stack([torch.cat([F.scaled_dot_product_attention(*qkv, dropout_p=0.3)[0].transpose(0, 1)
-                                         .reshape(-1, 8) for qkv in per_sequence]) for _ in range(draws)])
+                                         .reshape(-1, 8) for qkv in per_sequence]) for _ in range(draws)]).float()
     z = (ours.mean(0) - theirs.mean(0)) / ((ours.var(0) + theirs.var(0)) / draws).sqrt()
     assert z.pow(2).mean().sqrt().item() < 1.3
     assert (ours.var(0).mean() / theirs.var(0).mean()).item() == pytest.approx(1.0, abs=0.06)
     # v's gradient is probsᵀ·grad: with one output row of sequence 0 weighted, v row j gets a
     # gradient exactly where that row's dropped probability mask kept unit (i, j).
-    (q, k, v), _ = packed([6], spare=0, heads=1)
+    (q, k, v), _ = packed([6], spare=0, dtype=dtype, heads=1)
     torch.manual_seed(8)
     out = packed_attention_with_dropout(q, k, v, [6], 1, 0.5)
     (grad_v,) = torch.autograd.grad(out[2].sum(), v)

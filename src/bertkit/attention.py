@@ -31,8 +31,11 @@ def relative_position_table(length: int, depth: int, max_distance: int, device=N
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, heads: int, p: float) -> Tensor:
-    """q, k, v (B, T, H) → context (B, T, H): torch's fused SDPA; with dropout p, its math route."""
+    """q, k, v (B, T, H) → context (B, T, H): torch's fused SDPA; with dropout p, its math route
+    (bf16 with no padding on CPU: packed_attention_with_dropout's bf16 products, one run of B)."""
     B, T, H = q.shape
+    if mask is None and 0.0 < p < 1.0 and own_masks(q) and q.dtype == torch.bfloat16:  # see packed_attention_with_dropout
+        return packed_attention_with_dropout(*(t.reshape(B * T, H) for t in (q, k, v)), [T] * B, heads, p).view(B, T, H)
     q, k, v = (t.view(B, T, heads, H // heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
     if p > 0.0:  # training: SDPA's fused kernels have no dropout; the same math route, cheaper masks
         ctx = attention_with_dropout(q, k, v, mask, p)
