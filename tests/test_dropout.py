@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bertkit.dropout import Dropout, attention_with_dropout, dropout, keep_mask, packed_attention_with_dropout
+from bertkit.dropout import (Dropout, attention_with_dropout, dropout, dropout_add, keep_mask,
+                             packed_attention_with_dropout)
 
 
 def test_keep_mask_keeps_the_rounded_share_in_every_lane():
@@ -60,6 +61,28 @@ def test_dropout_module_is_nn_dropout_in_eval():
     x = torch.randn(8, 8)
     assert torch.equal(layer.eval()(x), x)
     assert (layer.train()(x) == 0).any() and layer.state_dict() == {}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_add_is_dropout_plus_residual_in_residuals_dtype(dtype):
+    """x (float32 or bf16) dropped out and added to a float32 residual, as one operation: the same
+    draws as dropout's, the masked x added without rounding it to x's dtype first, residual's
+    gradient passed through and x's masked and scaled, in x's dtype."""
+    torch.manual_seed(4)
+    x = torch.randn(64, 32, dtype=dtype, requires_grad=True)
+    residual = torch.randn(64, 32, requires_grad=True)
+    torch.manual_seed(5)
+    out = dropout_add(x, residual, 0.25)
+    torch.manual_seed(5)
+    mask, kept = keep_mask(x.shape, 0.75, dtype=dtype)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, residual + x.float() * mask.float() / kept, rtol=1e-6, atol=1e-6)
+    grad = torch.randn(64, 32)
+    dx, dresidual = torch.autograd.grad(out, (x, residual), grad)
+    assert dx.dtype == dtype and torch.equal(dresidual, grad)
+    torch.testing.assert_close(dx.float(), grad * mask.float() / kept, rtol=1e-6 if dtype == torch.float32 else 2**-8,
+                               atol=0)  # one rounding to x's dtype
+    assert torch.equal(Dropout(0.25).eval()(x, residual), x + residual)  # eval: the plain sum
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -77,11 +77,43 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     return _Masked.apply(x, mask, 1.0 / kept)
 
 
+class _MaskedAdd(torch.autograd.Function):
+    """residual + x · mask · scale in one pass each way: x and the mask in x's dtype, the sum and
+    residual's gradient in residual's, x's gradient written straight in x's dtype."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, residual: Tensor, mask: Tensor, scale: float) -> Tensor:
+        ctx.save_for_backward(mask)
+        ctx.scale, ctx.x_dtype = scale, x.dtype
+        return torch.addcmul(residual, x, mask, value=scale)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None, None]:
+        (mask,) = ctx.saved_tensors
+        dx = torch.empty(grad.shape, dtype=ctx.x_dtype, device=grad.device)
+        torch.addcmul(grad.new_zeros(()), grad, mask, value=ctx.scale, out=dx)
+        return dx, grad, None, None
+
+
+def dropout_add(x: Tensor, residual: Tensor, p: float, training: bool = True) -> Tensor:
+    """dropout(x, p, training) + residual. On CPU one fused operation: x · mask · scale is added
+    in residual's dtype (float32 under autocast) without rounding it to x's (bf16) first, and the
+    backward writes x's gradient in x's dtype in the same pass that applies the mask (autograd's
+    add would cast it first). BERT-base bf16 training step on real data: +1% (2-core AMX CPU)."""
+    if not training or p == 0.0 or not own_masks(x) or p >= 1.0:
+        return dropout(x, p, training) + residual
+    mask, kept = keep_mask(x.shape, 1.0 - p, x.device, x.dtype)
+    return _MaskedAdd.apply(x, residual, mask, 1.0 / kept)
+
+
 class Dropout(nn.Dropout):
     """nn.Dropout through ``dropout``: same module, same state dict, cheaper CPU masks."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        return dropout(x, self.p, self.training)
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """dropout(x), plus ``residual`` when given (fused, see dropout_add)."""
+        if residual is None:
+            return dropout(x, self.p, self.training)
+        return dropout_add(x, residual, self.p, self.training)
 
 
 def attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float) -> Tensor:
@@ -195,7 +227,7 @@ class _Bf16Attention(torch.autograd.Function):
             qh = _heads_first(q[rows], count, length, heads, scale if exact else 1.0)  # (G·nh, L, hs)
             kh, vh = _heads_first(k[rows], count, length, heads), _heads_first(v[rows], count, length, heads)
             scores = torch.bmm(qh, kh.transpose(1, 2))  # (G·nh, L, L) bf16
-            probs = (scores.float() if exact else scores.float().mul_(scale)).softmax(-1)  # float32
+            probs = torch.softmax(scores, -1, dtype=torch.float32) if exact else scores.float().mul_(scale).softmax(-1)
             dropped = torch.empty_like(scores)  # bf16
             torch.addcmul(probs.new_zeros(()), probs, mask.view(probs.shape), value=1.0 / kept, out=dropped)
             _rows_first(torch.bmm(dropped, vh), count, heads, out[rows])
