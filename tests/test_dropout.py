@@ -170,6 +170,8 @@ def test_packed_bf16_attention_is_each_sequences_attention_within_bf16_rounding(
     for got, want in zip(grads, expected):
         assert relative_difference(got[:n], want[:n]) < 1.5e-2
         assert not got[n:].any()  # the spare rows take no part
+    (dq,) = torch.autograd.grad(packed_attention_with_dropout(q, k, v, lengths, 2, 0.1).sum(), q)  # an expanded grad
+    assert dq.shape == q.shape and not dq[n:].any()
 
 
 def relative_difference(a: Tensor, b: Tensor) -> float:

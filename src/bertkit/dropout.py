@@ -184,7 +184,7 @@ def _mask_sizes(runs: list[tuple[int, int]], heads: int) -> list[int]:
 
 def _heads_first(x: Tensor, count: int, length: int, heads: int, scale: float = 1.0) -> Tensor:
     """(G·L, H) rows of a run → (G·nh, L, hs) contiguous, times ``scale``, in one copy."""
-    view = x.view(count, length, heads, -1).transpose(1, 2)  # (G, nh, L, hs)
+    view = x.reshape(count, length, heads, -1).transpose(1, 2)  # (G, nh, L, hs); a view of q, k, v's rows
     out = x.new_empty(view.shape)
     torch.mul(view, scale, out=out) if scale != 1.0 else out.copy_(view)
     return out.view(count * heads, length, -1)
@@ -240,7 +240,7 @@ class _Bf16Attention(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None, None]:
         masks, *saved = ctx.saved_tensors
         runs, heads, inverse_kept, scale, exact = ctx.layout
-        grad = grad.to(torch.bfloat16)
+        grad = grad.to(torch.bfloat16)  # (R, H); autograd may pass it strided, even expanded
         dq, dk, dv = (grad.new_empty(grad.shape) for _ in range(3))  # (R, H)
         start = 0
         for i, ((length, count), mask) in enumerate(zip(runs, masks.split(_mask_sizes(runs, heads)))):
