@@ -19,7 +19,7 @@ Elsewhere (CUDA draws its masks in the kernel, and under torch.compile inductor 
 this is torch's dropout.
 
 Attention in bf16 training (autocast) multiplies in bf16 with a float32 softmax between, at
-three to four times the float32 products' rate: see _Bf16Attention for what that rounds.
+two to three times the float32 products' rate: see _Bf16Attention for what that rounds.
 """
 
 from __future__ import annotations
@@ -201,14 +201,16 @@ class _Bf16Attention(torch.autograd.Function):
     """packed_attention_with_dropout for bfloat16 q, k, v (R, H): the four products of each
     direction in bf16 (float32 accumulation, bf16 results), softmax and its gradient in float32.
 
-    The float32 route's products ran at ~0.2 TFLOP/s on a 2-core AMX CPU, the bf16 ones at
-    0.6–0.9: the BERT-base pretraining step on real data was ~9% faster. What it rounds that the
+    The float32 route's products ran at 0.2–0.27 TFLOP/s on a 2-core AMX CPU, the bf16 ones at
+    0.6–0.9: the BERT-base pretraining step on real data was 9–11% faster. What it rounds that the
     float32 route does not: the scores and their gradient through the probabilities (dP) to bf16,
     and the dropped-out probabilities to bf16 before the product with v, as flash attention
-    does. On the real MiniLM checkpoint, one RTE batch, bf16 autocast, every parameter's gradient
-    was 6.9·10⁻³ from a float64 reference, against 6.4·10⁻³ with float32 attention
-    (tests/test_dropout.py bounds it). q's scale 1/√hs multiplies q in bf16 when it is a power of
-    two (exact), else the float32 scores.
+    does. On the real MiniLM checkpoint, one RTE batch, bf16 autocast, the whole gradient was
+    6.9·10⁻³ from a float64 reference, against 6.4·10⁻³ with float32 attention and 6.6·10⁻³ and
+    7.4·10⁻³ for transformers' sdpa and eager attention (tests/tasks/test_finetune_parity.py
+    holds it near sdpa's; tests/test_dropout.py bounds this route against float64 attention).
+    q's scale 1/√hs multiplies q in bf16 when it is a power of two (exact), else the float32
+    scores.
     """
 
     @staticmethod
