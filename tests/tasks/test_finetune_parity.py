@@ -232,13 +232,8 @@ def test_bf16_training_gradient_is_as_close_to_float64_as_transformers(monkeypat
     rng = random.Random(5)
     starts, sizes = rng.sample(range(len(words) - 80), 12), [rng.randint(15, 70) for _ in range(12)]
     texts = [" ".join(words[start:start + size]) for start, size in zip(starts, sizes)]
-    encoded = load_tokenizer(model_dir).encode_batch(texts)
-    longest = max(len(e.ids) for e in encoded)
-    inputs = {name: torch.zeros(len(texts), longest, dtype=torch.long)
-              for name in ("input_ids", "token_type_ids", "attention_mask")}
-    for i, e in enumerate(encoded):
-        inputs["input_ids"][i, :len(e.ids)] = torch.tensor(e.ids)
-        inputs["attention_mask"][i, :len(e.ids)] = 1
+    tokenizer = load_tokenizer(model_dir)
+    inputs = tokenizer.pad(tokenizer.encode_batch(texts))  # (B, T) each
     labels = torch.tensor([i % 2 for i in range(len(texts))])
     config = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 1e-9}
     torch.manual_seed(0)
