@@ -165,9 +165,10 @@ def packed_attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, lengths: list
         q32 = q[:n].to(torch.float32, copy=True).mul_(1.0 / math.sqrt(size))
         k32, v32 = k[:n].float(), v[:n].float()
         runs = equal_runs(lengths)
-        masks, kept = keep_mask((sum(_mask_sizes(runs, heads)),), 1.0 - p, q.device, torch.float32)
+        sizes = _mask_sizes(runs, heads)
+        masks, kept = keep_mask((sum(sizes),), 1.0 - p, q.device, torch.float32)
         rows = [count * length for length, count in runs]
-        parts = zip(q32.split(rows), k32.split(rows), v32.split(rows), masks.split(_mask_sizes(runs, heads)), runs)
+        parts = zip(q32.split(rows), k32.split(rows), v32.split(rows), masks.split(sizes), runs)
         out = []
         for qs, ks, vs, mask, (length, count) in parts:
             qh, kh, vh = (t.view(count, length, heads, size).transpose(1, 2) for t in (qs, ks, vs))  # (G, nh, L, hs)
@@ -219,11 +220,12 @@ class _Bf16Attention(torch.autograd.Function):
         scale = 1.0 / math.sqrt(size)
         exact = math.frexp(scale)[0] == 0.5  # a power of two: q · scale is exact in bf16
         runs = equal_runs(list(lengths))
-        masks, kept = keep_mask((sum(_mask_sizes(runs, heads)),), 1.0 - p, q.device, torch.float32)
+        sizes = _mask_sizes(runs, heads)
+        masks, kept = keep_mask((sum(sizes),), 1.0 - p, q.device, torch.float32)
         out = q.new_empty(q.shape)  # (R, H)
         out[sum(lengths):].zero_()  # the spare rows
         saved, start = [], 0
-        for (length, count), mask in zip(runs, masks.split(_mask_sizes(runs, heads))):
+        for (length, count), mask in zip(runs, masks.split(sizes)):
             rows = slice(start, start + count * length)
             start = rows.stop
             qh = _heads_first(q[rows], count, length, heads, scale if exact else 1.0)  # (G·nh, L, hs)
@@ -235,17 +237,17 @@ class _Bf16Attention(torch.autograd.Function):
             _rows_first(torch.bmm(dropped, vh), count, heads, out[rows])
             saved += [qh, kh, vh, probs, dropped]
         ctx.save_for_backward(masks, *saved)
-        ctx.layout = (runs, heads, 1.0 / kept, scale, exact)
+        ctx.layout = (runs, sizes, heads, 1.0 / kept, scale, exact)
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None, None]:
         masks, *saved = ctx.saved_tensors
-        runs, heads, inverse_kept, scale, exact = ctx.layout
-        grad = grad.to(torch.bfloat16)  # (R, H); autograd may pass it strided, even expanded
+        runs, sizes, heads, inverse_kept, scale, exact = ctx.layout
+        grad = grad.to(torch.bfloat16)  # (R, H), maybe strided (even expanded): _heads_first reshapes
         dq, dk, dv = (grad.new_empty(grad.shape) for _ in range(3))  # (R, H)
         start = 0
-        for i, ((length, count), mask) in enumerate(zip(runs, masks.split(_mask_sizes(runs, heads)))):
+        for i, ((length, count), mask) in enumerate(zip(runs, masks.split(sizes))):
             qh, kh, vh, probs, dropped = saved[5 * i: 5 * i + 5]
             rows = slice(start, start + count * length)
             start = rows.stop
